@@ -1,0 +1,155 @@
+"""Command line: `python -m harness list | run | report`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from harness.config import ConfigError, expand, list_presets, load_grid, preset_path
+from harness.data import DataSource, default_data_dir
+from harness.store import Store, StoreError, default_store
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """Accepts repeated options and comma-separated lists alike."""
+    return [v for value in values for v in value.split(",") if v] if values else None
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from harness.models import ALIASES
+    from rewards.base import REWARDS
+    from tasks.base import TASKS, get_task
+
+    get_task("ner")  # registers the built-in tasks
+    print("tasks:")
+    for task in TASKS.values():
+        print(f"  {task.name:<14} {task.kind:<15} metric {task.main_metric:<8} model {task.default_model:<14} "
+              f"hub {task.hub_id}  — {task.description}")
+    print("\nreward strategies:")
+    for name, cls in REWARDS.items():
+        params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)) or "no parameters"
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<19} [{cls.family}] {params}\n  {'':<19} {doc}")
+    print("\nmodels (aliases; any Hub id or local path works too):")
+    for alias, what in ALIASES.items():
+        print(f"  {alias:<15} {what}")
+    print("\npresets (grids shipped with the harness):")
+    for name in list_presets():
+        grid = load_grid(preset_path(name))
+        print(f"  {name:<8} tasks {', '.join(grid.tasks)}; rewards {', '.join(grid.rewards)}; seeds {list(grid.seeds)}")
+
+
+def _choose_grid(args: argparse.Namespace) -> Path:
+    if args.grid:
+        return Path(args.grid)
+    if args.preset:
+        return preset_path(args.preset)
+    if torch.cuda.is_available():
+        return preset_path("default")
+    print("No GPU here: running the `smoke` preset (CPU, small data slices, minutes). The real benchmark "
+          "runs on a GPU: `python -m harness run --grid --preset default`.", file=sys.stderr)
+    return preset_path("smoke")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from harness.runner import run_or_record_failure
+    from tasks.base import get_task
+
+    if not args.grid_mode and not (args.task and args.reward):
+        raise ConfigError("a single run needs --task and --reward (or use --grid for the whole grid)")
+    grid = load_grid(_choose_grid(args))
+    tasks, rewards = _names(args.task), _names(args.reward)
+    if not args.grid_mode:  # a single cell may use a strategy the grid does not list: default parameters
+        from rewards.base import build_reward
+
+        missing = [r for r in rewards if r not in grid.rewards]
+        for name in missing:
+            try:
+                build_reward(name)
+            except KeyError as err:
+                raise ConfigError(err.args[0]) from None
+        grid = dataclasses.replace(grid, rewards={**grid.rewards, **{r: {} for r in missing}})
+    overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "lr": args.lr,
+                                   "batch_size": args.batch_size, "max_train": args.max_train,
+                                   "max_eval": args.max_eval}.items() if v is not None}
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    source = DataSource(data_dir=data_dir, hub_variant=args.hub_variant)
+    print(f"grid {grid.name} ({grid.source}); data: {data_dir or 'Hugging Face Hub'}; store: {args.store}",
+          file=sys.stderr)
+    try:
+        data = {task: source.describe(get_task(task)) for task in grid.tasks if not tasks or task in tasks}
+    except KeyError as err:  # an unknown --hub-variant
+        raise ConfigError(err.args[0]) from None
+    runs = expand(grid, data, tasks, rewards, args.seed, overrides)
+    store = Store(args.store)
+    for i, cfg in enumerate(runs, 1):
+        label = f"[{i}/{len(runs)}] {cfg.task} {cfg.reward} seed {cfg.seed} ({cfg.run_hash()})"
+        status = store.status(cfg.task, cfg.reward, cfg.run_hash())
+        rerun = args.force or (status == "failed" and args.retry_failed)
+        if status is not None and not rerun:
+            print(f"{label}: {status} already, skipped (--force reruns)", file=sys.stderr)
+            continue
+        started = time.time()
+        record = run_or_record_failure(cfg, store, source, progress=not args.quiet)
+        if record["status"] == "completed":
+            metric = record["main_metric"]
+            print(f"{label}: test {metric} {record['test'][metric]:.2f} ({time.time() - started:.0f} s)",
+                  file=sys.stderr)
+        else:
+            print(f"{label}: {record['status']}: {record.get('reason') or record.get('error')}", file=sys.stderr)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from harness.report import write_report
+
+    write_report(Store(args.store), Path(args.out))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="tasks, reward strategies, models and presets").set_defaults(func=cmd_list)
+
+    run = sub.add_parser("run", help="fine-tune one cell, or every cell of a grid")
+    run.add_argument("--grid", dest="grid_mode", action="store_true", help="run every task x reward x seed")
+    run.add_argument("--grid-file", dest="grid", help="a grid YAML file (default: the preset)")
+    run.add_argument("--preset", help=f"a shipped grid: {', '.join(list_presets())} "
+                                      "(default: `default` on a GPU, `smoke` otherwise)")
+    run.add_argument("--task", action="append", help="only these tasks (repeat or comma-separate)")
+    run.add_argument("--reward", action="append", help="only these reward strategies")
+    run.add_argument("--seed", action="append", type=int, help="only these seeds (repeat for several)")
+    run.add_argument("--model", help="model alias, Hub id or local path for every task")
+    run.add_argument("--epochs", type=int)
+    run.add_argument("--lr", type=float)
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--max-train", type=int, help="use the first N training rows")
+    run.add_argument("--max-eval", type=int, help="use the first N validation and test rows")
+    run.add_argument("--data-dir", help="local data folder (default $HARNESS_DATA_DIR; unset: the Hub)")
+    run.add_argument("--hub-variant", help="an alternative Hub data set of the task (e.g. wmt16, xsum)")
+    run.add_argument("--store", default=str(default_store()), help="results store (default $HARNESS_STORE or runs/)")
+    run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
+    run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="tables and leaderboards from the stored results")
+    report.add_argument("--store", default=str(default_store()))
+    report.add_argument("--out", default="results")
+    report.set_defaults(func=cmd_report)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, StoreError) as err:
+        sys.exit(f"error: {err.args[0] if err.args else err}")
+    except ValueError as err:  # data format errors name the file, the line and the fix
+        if type(err).__name__ != "DataFormatError":
+            raise
+        sys.exit(f"error: {err}")

@@ -1,0 +1,237 @@
+"""Run configurations and grids.
+
+A grid is a YAML file: the tasks, reward strategies (with parameters), seeds, and training
+settings shared by all tasks or set per task. Presets are grids shipped in `harness/presets/`.
+Every key is checked: a typo or a wrong type fails with the file, the key and the valid keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import __version__
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A grid or command-line setting that cannot be used; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything about one run except what identifies the cell (task, reward, seed)."""
+
+    model: str | None = None  # None: the task's default model
+    epochs: int = 3
+    lr: float = 5e-5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    patience: int = 2  # epochs without validation improvement before stopping
+    max_train: int | None = None  # first N training rows (None: all)
+    max_eval: int | None = None  # first N validation and test rows (None: all)
+    num_beams: int | None = None  # generation settings; None: the task's own
+    max_new_tokens: int | None = None
+    length_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    log_every: int = 50  # steps between logged training diagnostics
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str
+    reward: str
+    seed: int
+    settings: TrainSettings
+    reward_params: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # DataSource.describe(): checksums or Hub id
+
+    def identity(self) -> dict[str, Any]:
+        """The full resolved configuration that names this run (see `run_hash`)."""
+        return {"task": self.task, "reward": self.reward, "reward_params": self.reward_params,
+                "seed": self.seed, "settings": dataclasses.asdict(self.settings), "data": self.data,
+                "harness_version": __version__}
+
+    def run_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    tasks: tuple[str, ...]
+    rewards: dict[str, dict[str, Any]]
+    seeds: tuple[int, ...]
+    settings: dict[str, TrainSettings]  # per task
+    source: str  # the file it came from
+
+
+_SETTING_TYPES = {f.name: f.type for f in dataclasses.fields(TrainSettings)}
+_GRID_KEYS = {"name", "description", "tasks", "rewards", "seeds", "train"}
+
+
+def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(allowed))}")
+
+
+def _coerce(where: str, key: str, value: Any) -> Any:
+    """Checks a setting's type against TrainSettings (YAML gives ints, floats, bools, null)."""
+    kind = str(_SETTING_TYPES[key])
+    if value is None:
+        if "None" in kind:
+            return None
+        raise ConfigError(f"{where}: {key} must not be empty")
+    if "bool" in kind:
+        if isinstance(value, bool):
+            return value
+    elif "int" in kind:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif "float" in kind:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 5e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif "str" in kind and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: {key} must be {kind.replace(' | None', '')}, got {value!r}")
+
+
+def settings_from(where: str, values: dict[str, Any], base: TrainSettings | None = None) -> TrainSettings:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {values!r}")
+    _check_keys(where, values, set(_SETTING_TYPES))
+    checked = {k: _coerce(where, k, v) for k, v in values.items()}
+    return dataclasses.replace(base or TrainSettings(), **checked)
+
+
+def _reward_params(where: str, name: str, params: Any) -> dict[str, Any]:
+    """A strategy's parameters as a dict, numbers checked and made floats where the strategy declares
+    float (YAML reads 1e-3, without a dot, as a string); range checks are the strategy's own."""
+    import rewards  # noqa: F401  (registers the built-in strategies)
+    from rewards.base import REWARDS
+
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}: parameters must be a mapping name -> value, got {params!r}")
+    if name not in REWARDS:
+        return dict(params)  # build_reward names the unknown strategy
+    types = {f.name: str(f.type) for f in dataclasses.fields(REWARDS[name])}
+    checked = {}
+    for key, value in params.items():
+        kind = types.get(key, "")
+        if "float" in kind and not isinstance(value, bool):
+            if isinstance(value, (int, float)):
+                value = float(value)
+            elif isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+        if ("float" in kind or "int" in kind) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{where}: parameter {key} must be a number, got {value!r}")
+        checked[key] = value
+    return checked
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(list_presets())}")
+    return path
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_grid(path: Path) -> Grid:
+    """Parses and checks a grid file; every error names the file and the offending key."""
+    from rewards.base import build_reward
+    from tasks.base import get_task
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read the grid: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a grid is a YAML mapping with keys {', '.join(sorted(_GRID_KEYS))}")
+    _check_keys(str(path), raw, _GRID_KEYS)
+    train = raw.get("train") or {}
+    if not isinstance(train, dict):
+        raise ConfigError(f"{path}: 'train' must be a mapping")
+    _check_keys(f"{path}: train", train, set(_SETTING_TYPES) | {"per_task"})
+    shared = settings_from(f"{path}: train", {k: v for k, v in train.items() if k != "per_task"})
+    per_task = train.get("per_task") or {}
+    if not isinstance(per_task, dict):
+        raise ConfigError(f"{path}: train.per_task must be a mapping task -> settings, got {per_task!r}")
+    tasks = raw.get("tasks")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise ConfigError(f"{path}: 'tasks' must be a non-empty list of task names")
+    settings = {}
+    for name in tasks:
+        try:
+            get_task(name)
+        except KeyError as err:
+            raise ConfigError(f"{path}: tasks: {err.args[0]}") from None
+        settings[name] = settings_from(f"{path}: train.per_task.{name}", per_task.get(name) or {}, shared)
+    _check_keys(f"{path}: train.per_task", per_task, set(tasks))
+    rewards = raw.get("rewards")
+    if isinstance(rewards, list):
+        rewards = {r: {} for r in rewards}
+    if not isinstance(rewards, dict) or not rewards:
+        raise ConfigError(f"{path}: 'rewards' must be a list of strategy names or a mapping name -> parameters")
+    rewards = {name: _reward_params(f"{path}: rewards.{name}", name, params) for name, params in rewards.items()}
+    for name, params in rewards.items():
+        try:
+            build_reward(name, params)
+        except (KeyError, ValueError, TypeError) as err:
+            raise ConfigError(f"{path}: rewards.{name}: {err.args[0] if err.args else err}") from None
+    seeds = raw.get("seeds", [1])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    return Grid(name=str(raw.get("name", Path(path).stem)), tasks=tuple(tasks), rewards=rewards,
+                seeds=tuple(seeds), settings=settings, source=str(path))
+
+
+def expand(grid: Grid, data: dict[str, dict[str, Any]], tasks: list[str] | None = None,
+           rewards: list[str] | None = None, seeds: list[int] | None = None,
+           overrides: dict[str, Any] | None = None) -> list[RunConfig]:
+    """Every task x reward x seed cell, filtered; strategies that start from another run come last."""
+    for wanted, known, what in ((tasks, grid.tasks, "task"), (rewards, grid.rewards, "reward")):
+        for name in wanted or []:
+            if name not in known:
+                raise ConfigError(f"{what} {name!r} is not in grid {grid.source}; it has: {', '.join(known)}")
+    from rewards.base import REWARDS
+
+    names = [r for r in grid.rewards if not rewards or r in rewards]
+    names.sort(key=lambda r: REWARDS[r].init_from is not None)
+    runs = []
+    for reward in names:
+        for task in grid.tasks:
+            if tasks and task not in tasks:
+                continue
+            settings = settings_from("command line", overrides or {}, grid.settings[task])
+            for seed in seeds or grid.seeds:
+                runs.append(RunConfig(task=task, reward=reward, seed=seed, settings=settings,
+                                      reward_params=grid.rewards[reward], data=data[task]))
+    return runs

@@ -1,0 +1,154 @@
+"""Data for a run: canonical rows from local files or the Hub, tokenised once and cached on disk.
+
+Tokenised splits are `datasets` Arrow tables saved under the cache directory ($HARNESS_CACHE,
+default ~/.cache/reward-harness) and keyed by the data's checksum, the tokenizer and the
+encoding settings, so every run of a task on the same data reuses them; a cache entry is written
+to a temporary folder and renamed, so concurrent runs never read half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import datasets
+import torch
+
+from harness.models import tokenizer_identity
+from tasks import kinds
+from tasks.base import SPLITS, Task
+
+ENCODING_VERSION = 1  # bump when `tasks.kinds.encode` changes what it produces
+datasets.disable_progress_bars()
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Local files under `data_dir`, or the Hub (optionally an alternative configuration)."""
+
+    data_dir: Path | None = None
+    hub_variant: str | None = None
+
+    def describe(self, task: Task) -> dict[str, Any]:
+        """What identifies the data in a run's config: file checksums locally, the Hub id otherwise."""
+        if self.data_dir is not None:
+            return {"kind": "local", "md5": {split: [_md5(p) for p in task.local_paths(self.data_dir, split)]
+                                             for split in SPLITS}}
+        hub_id, config = self.hub(task)
+        return {"kind": "hub", "id": hub_id, "config": config}
+
+    def hub(self, task: Task) -> tuple[str, str | None]:
+        if self.hub_variant is None:
+            return task.hub_id, task.hub_config
+        if self.hub_variant not in task.hub_alternatives:
+            raise KeyError(f"task {task.name!r} has no Hub alternative {self.hub_variant!r}; "
+                           f"choose one of {sorted(task.hub_alternatives) or 'none'}")
+        return task.hub_alternatives[self.hub_variant]
+
+
+def default_data_dir() -> Path | None:
+    value = os.environ.get("HARNESS_DATA_DIR")
+    return Path(value) if value else None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "reward-harness"))
+
+
+_MD5: dict[tuple[str, float, int], str] = {}
+
+
+def _md5(path: Path) -> str:
+    if not path.exists():
+        from tasks.formats import DataFormatError
+        raise DataFormatError(path, None, "the file does not exist",
+                              fix="point --data-dir or HARNESS_DATA_DIR at the folder that holds "
+                                  "conll2003/, sst2/, multi30k/ and samsum/")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime, stat.st_size)
+    if key not in _MD5:
+        digest = hashlib.md5()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _MD5[key] = digest.hexdigest()
+    return _MD5[key]
+
+
+def canonical_rows(task: Task, split: str, source: DataSource) -> list[dict[str, Any]]:
+    """The split's rows in the task's canonical form (see `tasks.base`)."""
+    if source.data_dir is not None:
+        return task.read_local(*task.local_paths(source.data_dir, split))
+    hub_id, config = source.hub(task)
+    table = datasets.load_dataset(hub_id, config, split=task.hub_splits[split])
+    return [task.from_hub(row, table.features) for row in table]
+
+
+def load_split(task: Task, split: str, source: DataSource, tokenizer: Any,
+               decoder_start: int | None) -> datasets.Dataset:
+    """Canonical columns plus `input_ids`, `labels` (and `word_starts` for tagging) and `index`."""
+    key = json.dumps([task.name, split, source.describe(task), tokenizer_identity(tokenizer),
+                      task.max_source_length, task.max_target_length, decoder_start, ENCODING_VERSION])
+    folder = cache_dir() / "tokenized" / f"{task.name}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if folder.exists():
+        return datasets.load_from_disk(str(folder))
+    rows = canonical_rows(task, split, source)
+    table = datasets.Dataset.from_list(rows)
+    table = table.map(lambda batch: kinds.encode(task, batch, tokenizer, decoder_start), batched=True)
+    table = table.add_column("index", list(range(len(table))))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    table.save_to_disk(str(tmp))
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process cached the same split first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(str(folder))
+
+
+def head(table: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+    """The first `limit` rows (a fixed slice, the same for every seed), or all of them."""
+    return table if limit is None or limit >= len(table) else table.select(range(limit))
+
+
+class Batches:
+    """Length-grouped batches of encoded rows, padded per batch.
+
+    Training shuffles, then sorts by length inside windows of 50 batches and shuffles the batch
+    order (the HF `group_by_length` recipe): little padding, still random. Evaluation sorts all rows
+    by length; predictions are put back in order through the `index` column.
+    """
+
+    def __init__(self, task: Task, table: datasets.Dataset, batch_size: int, pad_id: int,
+                 decoder_start: int | None):
+        columns = ["input_ids", "labels", "index"] + (["word_starts"] if task.kind == "tagging" else [])
+        data = table.select_columns(columns).to_dict()
+        self.rows = [dict(zip(data, values)) for values in zip(*data.values())]
+        self.lengths = [len(r["input_ids"]) + (len(r["labels"]) if task.kind == "seq2seq" else 0)
+                        for r in self.rows]
+        self.task, self.batch_size, self.pad_id, self.decoder_start = task, batch_size, pad_id, decoder_start
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def order(self, generator: torch.Generator | None) -> list[list[int]]:
+        size = self.batch_size
+        if generator is None:
+            ranked = sorted(range(len(self.rows)), key=lambda i: -self.lengths[i])
+            return [ranked[i:i + size] for i in range(0, len(ranked), size)]
+        perm = torch.randperm(len(self.rows), generator=generator).tolist()
+        window = size * 50
+        batches = []
+        for start in range(0, len(perm), window):
+            chunk = sorted(perm[start:start + window], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + size] for i in range(0, len(chunk), size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def iterate(self, generator: torch.Generator | None = None) -> Iterator[dict[str, Any]]:
+        for indices in self.order(generator):
+            yield kinds.collate(self.task, [self.rows[i] for i in indices], self.pad_id, self.decoder_start)

@@ -1,0 +1,238 @@
+"""The reward-strategy interface and its registry (modelled on fairseq's `criterions/`).
+
+A strategy is a dataclass whose fields are its parameters (with defaults, help and ranges),
+registered by name with `@register_reward("name")`. Each training step the runner calls
+`strategy.loss(logits, batch, ctx)`: `logits` are the model's outputs for the batch
+(classification [B, C]; tagging [B, T, C]; seq2seq teacher-forced decoder [B, T, V]) and
+`batch["labels"]` the gold classes with -100 on positions that are not scored. The strategy
+returns the loss to minimise and named, detached diagnostic terms that the runner logs.
+
+Everything a strategy may need beyond the batch comes through `StepContext`: the model and
+tokenizer, the task (and its sentence-level metric), a frozen reference model when the strategy
+sets `needs_reference`, and a `Policy` that samples outputs from the model and scores them with
+the task's own metric, the same way for labels, tag sequences and generated text.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from tasks.base import Task
+
+IGNORE = -100
+ALL_KINDS = ("tagging", "classification", "seq2seq")
+
+
+def param(default: Any, help: str, min: float | None = None, max: float | None = None,
+          choices: tuple[Any, ...] | None = None) -> Any:
+    """Declare a strategy parameter: its default, what it means and its valid range."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
+
+
+@dataclass
+class Samples:
+    """Outputs sampled from the policy, `num_samples` per input row, flattened to N rows.
+
+    actions: [N] label ids, or [N, L] tag ids / generated token ids.
+    mask:    same shape as actions; True where an action was taken (not padding).
+    logprob: [N] summed log-probability of each sample under the model, with gradient.
+    token_logprob: [N] or [N, L] per-action log-probabilities, with gradient.
+    index:   [N] the batch row each sample belongs to.
+    """
+
+    actions: torch.Tensor
+    mask: torch.Tensor
+    logprob: torch.Tensor
+    token_logprob: torch.Tensor
+    index: torch.Tensor
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.reshape(self.mask.shape[0], -1).sum(-1)
+
+
+class Policy(Protocol):
+    """Sampling and scoring, implemented once per task kind in `tasks.kinds`."""
+
+    def sample(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor | None,
+               num_samples: int = 1, greedy: bool = False) -> Samples: ...
+
+    def log_prob(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], samples: Samples) -> Samples:
+        """Re-scores `samples` under `model` (e.g. the reference model), returning new log-probs."""
+        ...
+
+    def score(self, samples: Samples, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[N] the task's sentence-level metric in [0, 1] of each sample against its reference."""
+        ...
+
+    def token_correct(self, samples: Samples, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-action correctness against the reference: 1.0 / 0.0, shaped like `samples.actions`."""
+        ...
+
+
+@dataclass
+class StepContext:
+    task: "Task"
+    model: torch.nn.Module
+    tokenizer: Any
+    step: int
+    total_steps: int
+    # Teacher-forced logits of any model (the policy or the reference) on a batch.
+    forward: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+    policy: Policy
+    reference: torch.nn.Module | None = None
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    # Detached scalar tensors, logged without a host synchronisation inside the step.
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class RewardStrategy:
+    """Base class: subclasses are turned into dataclasses by `register_reward`."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "token"  # token | metric | sampling
+    kinds: ClassVar[tuple[str, ...]] = ALL_KINDS
+    needs_reference: ClassVar[bool] = False
+    # Name of the strategy whose checkpoint (same task, model and seed) this one starts from.
+    init_from: ClassVar[str | None] = None
+
+    def refuses(self, task: "Task") -> str | None:
+        """Why this strategy cannot run on `task`, or None when it can."""
+        if task.kind not in self.kinds:
+            return f"reward {self.name!r} supports {', '.join(self.kinds)} tasks, not {task.kind} ({task.name})"
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def validate(self) -> None:
+        """Checks every parameter against its declared range; raises ValueError naming it."""
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value, meta = getattr(self, f.name), f.metadata
+            lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+            where = f"reward {self.name!r} parameter {f.name}={value!r}"
+            if choices is not None and value not in choices:
+                raise ValueError(f"{where} is not one of {list(choices)}")
+            if lo is not None and value < lo:
+                raise ValueError(f"{where} is below its minimum {lo}: {meta.get('help', '')}")
+            if hi is not None and value > hi:
+                raise ValueError(f"{where} is above its maximum {hi}: {meta.get('help', '')}")
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], ctx: StepContext) -> LossOutput:
+        raise NotImplementedError
+
+
+REWARDS: dict[str, type[RewardStrategy]] = {}
+
+
+def register_reward(name: str) -> Callable[[type[RewardStrategy]], type[RewardStrategy]]:
+    """Class decorator: makes the strategy a dataclass and registers it under `name`."""
+
+    def wrap(cls: type[RewardStrategy]) -> type[RewardStrategy]:
+        if name in REWARDS:
+            raise ValueError(f"reward {name!r} is registered twice")
+        cls = dataclass(cls)
+        cls.name = name
+        REWARDS[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_reward(name: str, params: dict[str, Any] | None = None) -> RewardStrategy:
+    """Instantiates a registered strategy, with errors that name the bad key or value."""
+    import rewards  # noqa: F401  (registers the built-in strategies)
+
+    if name not in REWARDS:
+        raise KeyError(f"unknown reward strategy {name!r}; known: {', '.join(sorted(REWARDS))}")
+    cls = REWARDS[name]
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(params or {}) - known
+    if unknown:
+        raise KeyError(f"reward {name!r} has no parameter(s) {sorted(unknown)}; "
+                       f"its parameters: {sorted(known) or 'none'}")
+    strategy = cls(**(params or {}))
+    strategy.validate()
+    return strategy
+
+
+# ---- helpers shared by the strategies -------------------------------------------------------
+
+def scored_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flattens any kind's logits to [M, C] and gold classes to [M], dropping unscored positions."""
+    flat_logits = logits.reshape(-1, logits.shape[-1])
+    flat_labels = labels.reshape(-1)
+    keep = flat_labels != IGNORE
+    return flat_logits[keep], flat_labels[keep]
+
+
+def masked_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean that is 0 (with gradient graph intact) over an empty set of positions."""
+    return values.sum() / max(values.numel(), 1)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Token-mean cross-entropy over scored positions; 0 when every position is masked.
+
+    Uses `ignore_index` rather than gathering the scored rows, which avoids copying the
+    [positions, vocabulary] logits (and their gradient) for seq2seq models.
+    """
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                            ignore_index=IGNORE, reduction="sum")
+    return total / (labels != IGNORE).sum().clamp(min=1)
+
+
+def scored_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 log-softmax [M, C] over the scored positions and their gold classes [M]."""
+    flat_logits, flat_labels = scored_positions(logits, labels)
+    return F.log_softmax(flat_logits.float(), dim=-1), flat_labels
+
+
+def row_log_probs(logits: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float32 log-softmax kept per example, for losses that aggregate within a row.
+
+    Returns log-probs [B, L, C], gold classes [B, L] (unscored positions set to class 0, so they
+    can be gathered safely) and the scored mask [B, L]; classification rows have L = 1.
+    """
+    batch = logits.shape[0]
+    log_probs = F.log_softmax(logits.float().reshape(batch, -1, logits.shape[-1]), dim=-1)
+    rows = labels.reshape(batch, -1)
+    mask = rows != IGNORE
+    return log_probs, rows.masked_fill(~mask, 0), mask
+
+
+def mean_over_mask(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask` is True; 0 (with gradient graph intact) where none is."""
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp_min(1)
+
+
+def at_gold(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """values[..., y]: the entry of the gold class at every position."""
+    return values.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats along the last axis, from log-probabilities.
+
+    The clamp makes 0·log 0 = 0 (and its gradient 0) even for classes whose logit is −inf.
+    """
+    return -(log_probs.exp() * log_probs.clamp_min(torch.finfo(log_probs.dtype).min)).sum(-1)
+
+
+def complement_power(log_p: torch.Tensor, exponent: float) -> torch.Tensor:
+    """(1 − p)^exponent from log p, with finite gradients at p = 1 (and 0^0 = 1).
+
+    1 − p comes from expm1 for precision near p = 1 and is clamped to the smallest normal float,
+    so a fractional exponent never meets the infinite slope of x^γ at x = 0.
+    """
+    return (-torch.expm1(log_p)).clamp_min(torch.finfo(log_p.dtype).tiny).pow(exponent)

@@ -1,0 +1,15 @@
+"""Plain cross-entropy: the baseline every other reward design is compared with."""
+from __future__ import annotations
+
+import torch
+
+from rewards.base import LossOutput, RewardStrategy, StepContext, cross_entropy, register_reward
+
+
+@register_reward("ce")
+class CrossEntropy(RewardStrategy):
+    """CE = −(1/M) Σ_m log p_m(y_m) over the M scored positions (maximum likelihood)."""
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], ctx: StepContext) -> LossOutput:
+        ce = cross_entropy(logits, batch["labels"])
+        return LossOutput(ce, {"ce": ce.detach()})

@@ -1,0 +1,158 @@
+"""Command-line errors: each bad invocation exits non-zero with a message naming the problem and
+writes nothing into the store; `list` shows what can be run."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import harness.runner
+import rewards  # noqa: F401  (registers the built-in strategies)
+from harness.cli import main
+from harness.config import list_presets
+from rewards.base import REWARDS
+
+TASKS = ("ner", "sentiment", "translation", "summarization")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """An isolated store path; no test may train a model or fall back to the default store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_STORE", str(tmp_path / "env-store"))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the command should have failed before training")
+
+    monkeypatch.setattr(harness.runner, "run_or_record_failure", no_training)
+    path = tmp_path / "store"
+    yield path
+    for untouched in (path, tmp_path / "env-store", tmp_path / "runs", tmp_path / "cache"):
+        assert not untouched.exists() or not any(untouched.rglob("*")), f"{untouched} was written to"
+
+
+def fails(argv: list[str], capsys) -> str:
+    """Runs the CLI, which must exit with an error; returns its message."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    code = exit_info.value.code
+    assert code not in (0, None)
+    if isinstance(code, str):  # sys.exit(message): Python prints it to stderr and exits with status 1
+        assert code.startswith("error: ") and "Traceback" not in code
+        return code
+    return capsys.readouterr().err  # argparse prints its usage error and exits with status 2
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--grid", "--preset", "nope"], ["unknown preset 'nope'", "smoke", "default"]),
+    (["--preset", "nope", "--task", "sentiment", "--reward", "ce"], ["unknown preset 'nope'"]),
+    (["--preset", "smoke", "--task", "nre", "--reward", "ce"], ["task 'nre'", "ner"]),
+    (["--grid", "--preset", "smoke", "--task", "sentiment,nre"], ["task 'nre'"]),
+    (["--preset", "smoke", "--task", "sentiment", "--reward", "cee"], ["unknown reward strategy 'cee'", "focal"]),
+    (["--grid", "--preset", "smoke", "--reward", "cee"], ["reward 'cee'"]),
+    (["--preset", "smoke", "--reward", "ce"], ["needs --task and --reward"]),
+    (["--preset", "smoke", "--task", "sentiment"], ["needs --task and --reward"]),
+    (["--preset", "smoke", "--task", "sentiment", "--reward", "ce", "--epochs", "three"], ["--epochs", "three"]),
+])
+def test_bad_run_arguments(store, capsys, args, fragments):
+    message = fails(["run", *args, "--store", str(store)], capsys)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_unknown_command(store, capsys):
+    assert "invalid choice: 'train'" in fails(["train"], capsys)
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("tasks: [sentiment]\nrewards: [ce]\ntrain: {epoch: 2}\n", ["unknown key 'epoch'", "did you mean 'epochs'"]),
+    ("tasks: [sentiment]\nrewards: [ce]\nseed: [1]\n", ["unknown key 'seed'", "did you mean 'seeds'"]),
+    ("tasks: [sentiment]\nrewards: {focal: {gamma: -1}}\n", ["gamma=-1"]),
+])
+def test_grid_file_with_error(store, capsys, tmp_path, text, fragments):
+    grid = tmp_path / "my-grid.yaml"
+    grid.write_text(text)
+    for mode in (["--grid"], ["--task", "sentiment", "--reward", "ce"]):
+        message = fails(["run", *mode, "--grid-file", str(grid), "--store", str(store)], capsys)
+        assert str(grid) in message
+        for fragment in fragments:
+            assert fragment in message, message
+
+
+def test_missing_grid_file(store, capsys, tmp_path):
+    message = fails(["run", "--grid", "--grid-file", str(tmp_path / "absent.yaml"), "--store", str(store)], capsys)
+    assert "absent.yaml" in message
+
+
+@pytest.mark.parametrize("via", ["--data-dir", "HARNESS_DATA_DIR"])
+@pytest.mark.parametrize("mode", [["--grid"], ["--reward", "ce"]])
+def test_data_dir_missing_a_split(store, capsys, tmp_path, data_dir, monkeypatch, via, mode):
+    """Only train and dev of SST-2: the run names the missing test file before training anything."""
+    partial = tmp_path / "data"
+    (partial / "sst2").mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        shutil.copy(data_dir / "sst2" / name, partial / "sst2" / name)
+    argv = ["run", "--preset", "smoke", "--task", "sentiment", *mode, "--store", str(store)]
+    if via == "--data-dir":
+        argv += ["--data-dir", str(partial)]
+    else:
+        monkeypatch.setenv("HARNESS_DATA_DIR", str(partial))
+    message = fails(argv, capsys)
+    assert str(partial / "sst2" / "test.tsv") in message
+    assert "does not exist" in message and "Fix:" in message
+
+
+def test_valid_run_reaches_the_runner(store, capsys, data_dir, monkeypatch):
+    """The same kind of command with valid arguments gets past every check (the runner is faked here):
+    a strategy outside the grid runs with its default parameters, and a stored cell is skipped."""
+    seen = []
+
+    def fake_runner(cfg, store_, source, progress=True):
+        seen.append(cfg)
+        return {"status": "refused", "reason": "fake runner"}
+
+    monkeypatch.setattr(harness.runner, "run_or_record_failure", fake_runner)
+    main(["run", "--preset", "smoke", "--task", "sentiment", "--reward", "focal", "--seed", "3",
+          "--max-train", "8", "--data-dir", str(data_dir), "--store", str(store), "--quiet"])
+    (cfg,) = seen
+    assert (cfg.task, cfg.reward, cfg.seed, cfg.reward_params) == ("sentiment", "focal", 3, {})
+    assert cfg.settings.max_train == 8 and cfg.settings.lr == 1e-4  # override on top of the smoke preset
+    assert cfg.data["kind"] == "local" and len(cfg.data["md5"]["test"]) == 1
+    assert "refused: fake runner" in capsys.readouterr().err
+
+
+def test_list_in_process(capsys):
+    main(["list"])
+    out = capsys.readouterr().out
+    _check_list(out)
+
+
+def _check_list(out: str) -> None:
+    sections = out.split("\n\n")
+    tasks = next(s for s in sections if s.startswith("tasks:"))
+    strategies = next(s for s in sections if s.startswith("reward strategies:"))
+    presets = next(s for s in sections if s.startswith("presets"))
+    listed_tasks = {line.split()[0] for line in tasks.splitlines()[1:]}
+    assert listed_tasks == set(TASKS)
+    listed = {line.split()[0] for line in strategies.splitlines()[1:] if line.split()[0] in REWARDS}
+    assert listed == set(REWARDS) and len(REWARDS) >= 10
+    assert "focal" in strategies and "gamma=2.0" in strategies
+    listed_presets = {line.split()[0] for line in presets.splitlines()[1:]}
+    assert listed_presets == set(list_presets()) >= {"smoke", "default"}
+
+
+def test_list_command(tmp_path):
+    """`python -m harness list` as a process: the four tasks, every strategy and the presets."""
+    env = {**os.environ, "HARNESS_STORE": str(tmp_path / "env-store"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "harness", "list"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    _check_list(done.stdout)
+    assert not any(tmp_path.iterdir())  # listing writes nothing
