@@ -144,12 +144,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from tasks.formats import DataFormatError
+
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, StoreError) as err:
-        sys.exit(f"error: {err.args[0] if err.args else err}")
-    except ValueError as err:  # data format errors name the file, the line and the fix
-        if type(err).__name__ != "DataFormatError":
-            raise
+    except (ConfigError, StoreError, DataFormatError) as err:  # each names the file, the line or the key
         sys.exit(f"error: {err}")

@@ -22,6 +22,7 @@ import torch
 from harness.models import tokenizer_identity
 from tasks import kinds
 from tasks.base import SPLITS, Task
+from tasks.formats import DATA_DIR_FIX, DataFormatError
 
 ENCODING_VERSION = 1  # bump when `tasks.kinds.encode` changes what it produces
 datasets.disable_progress_bars()
@@ -65,10 +66,7 @@ _MD5: dict[tuple[str, float, int], str] = {}
 
 def _md5(path: Path) -> str:
     if not path.exists():
-        from tasks.formats import DataFormatError
-        raise DataFormatError(path, None, "the file does not exist",
-                              fix="point --data-dir or HARNESS_DATA_DIR at the folder that holds "
-                                  "conll2003/, sst2/, multi30k/ and samsum/")
+        raise DataFormatError(path, None, "the file does not exist", fix=DATA_DIR_FIX)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime, stat.st_size)
     if key not in _MD5:

@@ -29,6 +29,7 @@ from harness.store import Store
 from rewards.base import REWARDS, StepContext, build_reward
 from tasks import kinds
 from tasks.base import Task, get_task
+from tasks.formats import DataFormatError
 
 
 class RunRefused(Exception):
@@ -224,7 +225,7 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
         return run(cfg, store, source, progress=progress)
     except RunRefused as refusal:
         record = {"hash": cfg.run_hash(), "status": "refused", "config": cfg.identity(), "reason": str(refusal)}
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, DataFormatError):  # bad input stops the grid, records nothing
         raise
     except Exception as err:  # noqa: BLE001 - any failure of one cell is recorded, the grid goes on
         record = {"hash": cfg.run_hash(), "status": "failed", "config": cfg.identity(),

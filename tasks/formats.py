@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
-_DATA_DIR_FIX = (
+DATA_DIR_FIX = (
     "point --data-dir (or the HARNESS_DATA_DIR environment variable) at the folder holding "
     "conll2003/, sst2/, multi30k/ and samsum/"
 )
@@ -36,7 +36,7 @@ def _read_text(path: str | Path) -> str:
     """The whole file as text: gunzipped if needed, strictly UTF-8 (a leading BOM is dropped)."""
     path = Path(path)
     if not path.is_file():
-        raise DataFormatError(path, None, "file not found", _DATA_DIR_FIX)
+        raise DataFormatError(path, None, "file not found", DATA_DIR_FIX)
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
         try:
@@ -56,7 +56,7 @@ def _read_text(path: str | Path) -> str:
             f"re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name}`")
     if not text.strip():
         raise DataFormatError(path, None, "file is empty",
-                              f"restore the file's content ({_DATA_DIR_FIX})")
+                              f"restore the file's content ({DATA_DIR_FIX})")
     return text
 
 

@@ -70,7 +70,7 @@ def collate(task: Task, features: list[dict[str, Any]], pad_id: int, decoder_sta
         return batch
     start = torch.full((labels.shape[0], 1), decoder_start, dtype=torch.long)
     shifted = torch.cat([start, labels[:, :-1]], dim=1)
-    batch["decoder_attention_mask"] = (shifted != IGNORE).long()
+    batch["decoder_attention_mask"] = (labels != IGNORE).long()  # position t reads shifted[t], predicts labels[t]
     batch["decoder_input_ids"] = shifted.masked_fill(shifted == IGNORE, pad_id)
     return batch
 
