@@ -74,6 +74,11 @@ class Policy(Protocol):
         """Per-action correctness against the reference: 1.0 / 0.0, shaped like `samples.actions`."""
         ...
 
+    def features(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                 samples: Samples) -> tuple[Samples, torch.Tensor]:
+        """`samples` re-scored under `model`, and [N, D] features of each (input, output) pair."""
+        ...
+
 
 @dataclass
 class StepContext:

@@ -1,0 +1,200 @@
+"""What the sampling-family strategies share (registers no strategy).
+
+`SamplingStrategy` is the template: CE, the warm-up switch, the α·CE mix and the diagnostics every
+sampling strategy logs (kl, entropy, sample_length); a subclass supplies only `objective`, its own
+policy-gradient-style term. `LearnedRewardStrategy` adds the reward head r_φ(x, y) that
+`reward_model` (regression) and `rlhf` (Bradley–Terry) train online. The remaining helpers are the
+pieces more than one strategy uses: length-normalised REINFORCE, simulated preference pairs and a
+rank correlation.
+
+Samples of one input are adjacent (`Samples.index` is arange(B).repeat_interleave(K)), so values
+per sample reshape to [B, K] groups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from rewards.base import (LossOutput, RewardStrategy, Samples, StepContext, cross_entropy, entropy,
+                          masked_mean, param, scored_log_probs)
+
+REWARD_HEAD_HIDDEN = 64
+
+
+def num_samples_param(default: int, minimum: int = 1) -> Any:
+    return param(default, "samples K drawn per input (one batched generate call for sequences)", min=minimum)
+
+
+def noise_param() -> Any:
+    return param(0.1, "probability that the simulated annotator's preference is flipped", min=0.0, max=0.5)
+
+
+@dataclass
+class Objective:
+    """A strategy's own loss term, the fresh samples behind it and its named diagnostics."""
+
+    value: torch.Tensor
+    samples: Samples
+    terms: dict[str, torch.Tensor]
+    # [N] log π_ref of the samples, when the strategy computed it anyway (saves a reference pass).
+    reference_logprob: torch.Tensor | None = None
+
+
+@dataclass
+class SamplingStrategy(RewardStrategy):
+    """loss = objective + α·CE; exactly CE while step < warmup·total_steps.
+
+    The objective (samples, rewards, a learned reward head's update, PPO's buffer) is computed
+    during warm-up too, so the diagnostics are logged from the first step and learned rewards
+    start training before they drive the policy; only the returned loss is CE alone.
+    Starts from the `ce` checkpoint of the same task, model and seed when one exists.
+    """
+
+    family = "sampling"
+    needs_reference = True
+    init_from = "ce"
+
+    alpha: float = param(0.5, "weight α of the cross-entropy mixed into the loss to stay fluent", min=0.0)
+    warmup: float = param(0.0, "fraction of the training steps trained with CE alone before the sampled "
+                               "objective switches on (for runs without a ce checkpoint)", min=0.0, max=1.0)
+
+    def objective(self, logits: torch.Tensor, batch: dict[str, Any], ctx: StepContext) -> Objective:
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], ctx: StepContext) -> LossOutput:
+        ce = cross_entropy(logits, batch["labels"])
+        objective = self.objective(logits, batch, ctx)
+        warming_up = ctx.step < self.warmup * ctx.total_steps
+        loss = ce if warming_up else objective.value + self.alpha * ce
+        terms = {"ce": ce.detach(), **objective.terms}
+        samples = objective.samples
+        reference = objective.reference_logprob
+        if reference is None and ctx.reference is not None:
+            with torch.no_grad():
+                reference = ctx.policy.log_prob(ctx.reference, batch, samples).logprob
+        if reference is not None:
+            terms["kl"] = (samples.logprob.detach() - reference).mean()
+        with torch.no_grad():
+            log_probs, _ = scored_log_probs(logits.detach(), batch["labels"])
+            terms["entropy"] = masked_mean(entropy(log_probs))
+        terms["sample_length"] = samples.lengths.float().mean()
+        return LossOutput(loss, terms)
+
+    def reference(self, ctx: StepContext) -> torch.nn.Module:
+        if ctx.reference is None:
+            raise ValueError(f"reward {self.name!r} needs the frozen reference model in StepContext.reference")
+        return ctx.reference
+
+
+def mean_logprob(samples: Samples) -> torch.Tensor:
+    """[N] (1/|y|)·log π(y): a sequence's log-probability per action (a label's own log-probability)."""
+    return samples.logprob / samples.lengths.clamp_min(1)
+
+
+def policy_gradient(advantage: torch.Tensor, samples: Samples) -> torch.Tensor:
+    """−(1/N) Σ_n A_n·(1/|y_n|) log π(y_n): REINFORCE for one reward per sample.
+
+    Normalising by length keeps a long sample's gradient from outweighing a short one's by its
+    number of tokens (and an empty tag sequence, |y| = 0, contributes nothing).
+    """
+    return -(advantage.detach() * mean_logprob(samples)).mean()
+
+
+def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Spearman's ρ with average ranks for ties; 0 when either side is constant (nothing to rank)."""
+    rx, ry = _average_ranks(x.float()), _average_ranks(y.float())
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = (rx.square().sum() * ry.square().sum()).sqrt()
+    return torch.where(denominator > 0, (rx * ry).sum() / denominator.clamp_min(1e-12), 0.0)
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks, ties sharing their mean rank; O(N²), N being one step's samples."""
+    less = (x.unsqueeze(0) < x.unsqueeze(1)).sum(1)
+    equal = (x.unsqueeze(0) == x.unsqueeze(1)).sum(1)
+    return less + (equal + 1) / 2
+
+
+# ---- simulated pairwise feedback (rlhf, dpo) ------------------------------------------------
+
+@dataclass
+class Preferences:
+    """One simulated judgement per input over its two samples (k = 0, 1)."""
+
+    chosen: torch.Tensor  # [B] long: the sample the annotator prefers (noisy)
+    better: torch.Tensor  # [B] long: the sample with the higher task metric (noise-free)
+    valid: torch.Tensor   # [B] bool: the metrics differ; a tie carries no preference and is left out
+
+
+def preferences(scores: torch.Tensor, noise: float) -> Preferences:
+    """Prefers the sample with the higher sentence metric, flipped with probability `noise`."""
+    pair = scores.view(-1, 2)
+    better = (pair[:, 1] > pair[:, 0]).long()
+    flipped = (torch.rand(better.shape, device=better.device) < noise).long()
+    return Preferences(chosen=better ^ flipped, better=better, valid=pair[:, 0] != pair[:, 1])
+
+
+def chosen_minus_rejected(values: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """[B] value(chosen sample) − value(the other) from per-sample values [2B]."""
+    pair = values.view(-1, 2)
+    sign = 1.0 - 2.0 * chosen.to(pair.dtype)  # +1 when sample 0 is chosen, −1 when sample 1 is
+    return sign * (pair[:, 0] - pair[:, 1])
+
+
+# ---- a learned reward r_φ(x, y) (reward_model, rlhf) ----------------------------------------
+
+class RewardHead(torch.nn.Module):
+    """r_φ: LayerNorm → Linear → GELU → Linear over `KindPolicy.features`, with its own Adam.
+
+    The LayerNorm puts hidden states, one-hot blocks and log-probabilities on one scale. The
+    runner's optimiser covers only the model, so the head carries its optimiser and is stepped
+    inside the strategy's `loss`, from a backward pass of its own over detached features (which
+    never reaches the model's gradients).
+    """
+
+    def __init__(self, dim: int, lr: float):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.LayerNorm(dim), torch.nn.Linear(dim, REWARD_HEAD_HIDDEN),
+                                       torch.nn.GELU(), torch.nn.Linear(REWARD_HEAD_HIDDEN, 1))
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features).squeeze(-1)
+
+    def fit(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+@dataclass
+class LearnedRewardStrategy(SamplingStrategy):
+    """A sampling strategy whose reward comes from a head r_φ(x, y) trained online on the samples.
+
+    Features come from the frozen reference model (`KindPolicy.features`: pooled input, the
+    output's embedding, the reference's confidence in it), so they do not drift as the policy
+    trains. Each step the head first predicts the rewards of the fresh samples — those
+    predictions drive the policy and the rm_* diagnostics, as for unlabelled samples — and
+    then takes one Adam step on them.
+    """
+
+    rm_lr: float = param(1e-3, "learning rate of the reward head's own Adam optimiser", min=0.0)
+
+    def __post_init__(self) -> None:
+        self.head: RewardHead | None = None  # created on the first step, on the features' device
+
+    def learned_reward(self, ctx: StepContext, batch: dict[str, Any], samples: Samples,
+                       head_loss: Callable[[torch.Tensor], torch.Tensor]
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log π_ref [N], r_φ [N] before this step's update, head loss before it)."""
+        with torch.no_grad():
+            rescored, features = ctx.policy.features(self.reference(ctx), batch, samples)
+        if self.head is None:
+            self.head = RewardHead(features.shape[-1], self.rm_lr).to(features.device)
+        with torch.autocast(features.device.type, enabled=False):
+            predicted = self.head(features.float())
+            loss = head_loss(predicted)
+            self.head.fit(loss)
+        return rescored.logprob, predicted.detach(), loss.detach()

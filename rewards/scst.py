@@ -1,0 +1,32 @@
+"""Self-critical sequence training: the greedy output's reward is the baseline."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rewards._sampling import Objective, SamplingStrategy, num_samples_param, policy_gradient
+from rewards.base import StepContext, register_reward
+
+
+@register_reward("scst")
+class SCST(SamplingStrategy):
+    """loss = −(1/N) Σ_n (r(y_n) − r(ŷ))·(1/|y_n|) log π(y_n) + α·CE.
+
+    Rennie et al. 2017, "Self-critical Sequence Training for Image Captioning". y_n are K samples
+    per input, ŷ the greedy (argmax) output for the same input, r the task's sentence-level metric;
+    only samples that beat the model's own test-time output are reinforced. The log-probability is
+    divided by the number of actions (tags, tokens; 1 for a label), so long outputs do not get
+    larger steps than short ones.
+    """
+
+    num_samples: int = num_samples_param(1)
+
+    def objective(self, logits: torch.Tensor, batch: dict[str, Any], ctx: StepContext) -> Objective:
+        samples = ctx.policy.sample(ctx.model, batch, logits, self.num_samples)
+        with torch.no_grad():
+            greedy = ctx.policy.sample(ctx.model, batch, logits, 1, greedy=True)
+        reward = ctx.policy.score(samples, batch)
+        baseline = ctx.policy.score(greedy, batch)[samples.index]
+        pg = policy_gradient(reward - baseline, samples)
+        return Objective(pg, samples, {"pg": pg.detach(), "reward": reward.mean(), "baseline": baseline.mean()})

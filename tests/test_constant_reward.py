@@ -1,0 +1,46 @@
+"""The constant-reward control: its objective is −c·mean log π of the sampled actions, and (α = 0) it
+learns nothing from the gold answers — the loss and gradient do not change when the labels do."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from rewards.base import StepContext, build_reward
+from tasks import kinds
+from tasks.kinds import KindPolicy
+
+TASK = SimpleNamespace(name="toy", kind="classification", labels=("a", "b", "c"),
+                       sentence_score=lambda pred, gold: float(pred == gold))
+
+
+def step(labels: torch.Tensor, params: dict, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Loss and gradient w.r.t. the logits of one step on fixed logits, sampling with a fixed seed."""
+    torch.manual_seed(seed)
+    logits = torch.tensor([[0.2, 1.0, -0.5], [1.5, 0.0, 0.3], [0.0, 0.0, 0.0], [-1.0, 2.0, 0.5]], requires_grad=True)
+    batch = {"input_ids": torch.zeros(4, 2, dtype=torch.long), "labels": labels, "index": torch.arange(4)}
+    ctx = StepContext(task=TASK, model=None, tokenizer=None, step=10, total_steps=10, forward=kinds.forward,
+                      policy=KindPolicy(TASK, None, 4))
+    out = build_reward("constant_reward", params).loss(logits, batch, ctx)
+    (grad,) = torch.autograd.grad(out.loss, logits)
+    return out.loss.detach(), grad, out.terms
+
+
+def test_objective_is_constant_times_mean_sampled_log_probability() -> None:
+    labels = torch.tensor([1, 0, 2, 1])
+    loss, _, terms = step(labels, {"value": 2.0, "alpha": 0.3, "num_samples": 3})
+    torch.testing.assert_close(loss, terms["pg"] + 0.3 * terms["ce"])
+    assert terms["reward"] == 2.0 and {"entropy", "sample_length"} <= set(terms)  # no reference model: no kl
+    torch.manual_seed(0)  # the same draw as inside `step`
+    logits = torch.tensor([[0.2, 1.0, -0.5], [1.5, 0.0, 0.3], [0.0, 0.0, 0.0], [-1.0, 2.0, 0.5]])
+    actions = torch.distributions.Categorical(logits=logits.repeat_interleave(3, 0)).sample()
+    expected = -2.0 * logits.repeat_interleave(3, 0).log_softmax(-1).gather(1, actions[:, None]).mean()
+    torch.testing.assert_close(terms["pg"], expected)
+
+
+def test_the_reward_carries_no_information_about_the_gold_answer() -> None:
+    params = {"alpha": 0.0, "num_samples": 2}
+    loss_a, grad_a, _ = step(torch.tensor([1, 0, 2, 1]), params)
+    loss_b, grad_b, _ = step(torch.tensor([0, 2, 1, 0]), params)
+    torch.testing.assert_close(loss_a, loss_b)
+    torch.testing.assert_close(grad_a, grad_b)

@@ -1,0 +1,292 @@
+"""Sampling-family reward strategies (reinforce, scst, mrt, reward_model, rlhf, dpo) and the policy
+they sample from: a two-armed bandit each must learn, exact CE during warm-up, edge cases, and short
+runs of the tiny real models on every kind. CPU only."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import scipy.stats
+import torch
+
+from harness.models import load_model, load_tokenizer
+from rewards._sampling import preferences, spearman
+from rewards.base import IGNORE, LossOutput, RewardStrategy, StepContext, build_reward
+from tasks import kinds
+from tasks.base import get_task
+from tasks.kinds import KindPolicy
+
+STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo")
+# The strategy's own objective term: loss = term + α·CE once warm-up is over.
+OWN_TERM = {"reinforce": "pg", "scst": "pg", "mrt": "risk", "reward_model": "pg", "rlhf": "pg", "dpo": "dpo"}
+COMMON_TERMS = {"ce", "reward", "baseline", "kl", "entropy", "sample_length"}
+EXTRA_TERMS = {"reward_model": {"rm_rank_corr", "rm_mse", "rm_reward"},
+               "rlhf": {"rm_accuracy", "rm_loss", "rm_reward", "clip_fraction", "ratio_deviation"},
+               "mrt": set(), "reinforce": set(), "scst": set(), "dpo": {"margin"}}
+# Settings under which the bandit is learnt in BANDIT_STEPS steps (α = 0: the sampled objective alone).
+BANDIT_PARAMS: dict[str, dict[str, Any]] = {
+    "reinforce": {}, "scst": {}, "mrt": {}, "reward_model": {"rm_lr": 0.01},
+    "rlhf": {"rm_lr": 0.01, "noise": 0.0}, "dpo": {"noise": 0.0},
+}
+BANDIT_STEPS = 60
+
+
+# ---- a two-armed bandit as a classification model -------------------------------------------
+
+class Bandit(torch.nn.Module):
+    """Logits over `arms` classes from a linear layer on the embedding of one fixed input."""
+
+    def __init__(self, arms: int = 2, bias: tuple[float, ...] = (1.0, -1.0)):
+        super().__init__()
+        self.embed = torch.nn.Embedding(1, 4)
+        self.head = torch.nn.Linear(4, arms)
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.copy_(torch.tensor(bias[:arms]))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_hidden_states: bool = False) -> SimpleNamespace:
+        hidden = self.embed(input_ids)
+        return SimpleNamespace(logits=self.head(hidden.mean(1)), hidden_states=(hidden,))
+
+
+def bandit_task(arms: int = 2) -> SimpleNamespace:
+    return SimpleNamespace(name="bandit", kind="classification", labels=tuple(f"arm{i}" for i in range(arms)),
+                           sentence_score=lambda pred, gold: 1.0 if pred == gold else 0.0)
+
+
+def bandit_batch(rows: int = 8, gold: int = 1) -> dict[str, torch.Tensor]:
+    return {"input_ids": torch.zeros(rows, 3, dtype=torch.long), "attention_mask": torch.ones(rows, 3, dtype=torch.long),
+            "labels": torch.full((rows,), gold), "index": torch.arange(rows)}
+
+
+def make_ctx(task: Any, model: torch.nn.Module, tokenizer: Any = None, step: int = 0, total_steps: int = 100,
+             max_new_tokens: int = 4) -> StepContext:
+    return StepContext(task=task, model=model, tokenizer=tokenizer, step=step, total_steps=total_steps,
+                       forward=kinds.forward, policy=KindPolicy(task, tokenizer, max_new_tokens),
+                       reference=copy.deepcopy(model).eval().requires_grad_(False))
+
+
+def p_arm1(model: Bandit) -> float:
+    with torch.no_grad():
+        return kinds.forward(model, bandit_batch(1))[0].softmax(-1)[1].item()
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_bandit_learns_the_better_arm(name: str) -> None:
+    torch.manual_seed(0)
+    model, batch = Bandit(), bandit_batch()
+    strategy = build_reward(name, {"alpha": 0.0, **BANDIT_PARAMS[name]})
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    ctx = make_ctx(bandit_task(), model)
+    before = p_arm1(model)
+    for step in range(BANDIT_STEPS):
+        out = strategy.loss(kinds.forward(model, batch), batch, dataclasses.replace(ctx, step=step))
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    assert before < 0.15
+    assert p_arm1(model) > 0.8, f"{name}: p(arm 1) {before:.2f} -> {p_arm1(model):.2f}"
+
+
+# ---- (2) warm-up is exactly CE; afterwards loss = objective + α·CE --------------------------
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_warmup_is_exactly_ce(name: str) -> None:
+    torch.manual_seed(1)
+    model, batch = Bandit(bias=(0.3, -0.2)), bandit_batch()
+    ctx = make_ctx(bandit_task(), model, step=4, total_steps=10)
+    logits = kinds.forward(model, batch)
+    out = build_reward(name, {"warmup": 0.5, "alpha": 0.3}).loss(logits, batch, ctx)
+    ce = build_reward("ce").loss(logits, batch, ctx)
+    assert torch.equal(out.loss, ce.loss)
+    grads = torch.autograd.grad(out.loss, list(model.parameters()), retain_graph=True)
+    ce_grads = torch.autograd.grad(ce.loss, list(model.parameters()))
+    assert all(torch.equal(g, c) for g, c in zip(grads, ce_grads))
+    assert COMMON_TERMS | {OWN_TERM[name]} <= set(out.terms)  # diagnostics are logged during warm-up too
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_after_warmup_loss_is_objective_plus_alpha_ce(name: str) -> None:
+    torch.manual_seed(2)
+    model, batch = Bandit(bias=(0.3, -0.2)), bandit_batch()
+    ctx = make_ctx(bandit_task(), model, step=5, total_steps=10)
+    out = build_reward(name, {"warmup": 0.5, "alpha": 0.3}).loss(kinds.forward(model, batch), batch, ctx)
+    torch.testing.assert_close(out.loss.detach(), out.terms[OWN_TERM[name]] + 0.3 * out.terms["ce"])
+
+
+# ---- (3) edge cases ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return load_tokenizer("tiny-bert")
+
+
+def assert_finite(out: LossOutput, model: torch.nn.Module) -> None:
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert all(torch.isfinite(v) and not v.requires_grad and v.dim() == 0 for v in out.terms.values()), out.terms
+    model.zero_grad()
+    if out.loss.requires_grad:
+        out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def run_steps(name: str, model: torch.nn.Module, batch: dict[str, Any], ctx: StepContext, steps: int = 2,
+              params: dict[str, Any] | None = None) -> list[LossOutput]:
+    """`steps` optimiser steps as the runner takes them; every loss and gradient must be finite."""
+    strategy = build_reward(name, params)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    outs = []
+    for step in range(steps):
+        out = strategy.loss(kinds.forward(model, batch), batch, dataclasses.replace(ctx, step=step))
+        assert_finite(out, model)
+        optimizer.step()
+        outs.append(out)
+    return outs
+
+
+@pytest.mark.parametrize("case", ["single_class", "p_gold_one"])
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_classification_edge_cases_are_finite(name: str, case: str) -> None:
+    torch.manual_seed(3)
+    arms, bias = (1, (0.0,)) if case == "single_class" else (2, (0.0, 1e4))
+    model = Bandit(arms, bias)
+    batch = bandit_batch(gold=arms - 1)
+    run_steps(name, model, batch, make_ctx(bandit_task(arms), model))
+
+
+ROWS: dict[str, dict[str, list[Any]]] = {
+    "ner": {"tokens": [["John", "lives", "in", "Berlin", "."], ["Hello", "Paris"], ["ok"]],
+            "tags": [["B-PER", "O", "O", "B-LOC", "O"], ["O", "B-LOC"], ["O"]]},
+    "sentiment": {"text": ["a fine film", "dull and long", "great"], "label": [1, 0, 1]},
+    "translation": {"source": ["the house is small", "hello world", "yes"],
+                    "target": ["das haus ist klein", "hallo welt", "ja"]},
+}
+
+
+def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5) -> tuple[torch.nn.Module, dict, StepContext]:
+    """A tiny random model of the task's kind, a batch of hand-made rows and the runner's context."""
+    torch.manual_seed(4)
+    task = get_task(task_name)
+    model = load_model("tiny-bert2bert" if task.kind == "seq2seq" else "tiny-bert", task, tokenizer)
+    start = getattr(model.config, "decoder_start_token_id", None)
+    rows = ROWS[task_name]
+    encoded = kinds.encode(task, rows, tokenizer, start)
+    features = [{**{k: v[i] for k, v in encoded.items()}, "index": i} for i in range(len(next(iter(rows.values()))))]
+    batch = kinds.collate(task, features, tokenizer.pad_token_id, start)
+    model.train()
+    return model, batch, make_ctx(task, model, tokenizer, total_steps=2, max_new_tokens=max_new_tokens)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_all_tags_masked_is_finite(name: str, tokenizer: Any) -> None:
+    model, batch, ctx = real_setup("ner", tokenizer)
+    batch["labels"] = torch.full_like(batch["labels"], IGNORE)
+    outs = run_steps(name, model, batch, ctx)
+    assert outs[-1].terms["sample_length"] == 0
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_empty_generated_output_is_finite(name: str, tokenizer: Any) -> None:
+    """Every sample is the end-of-sequence token alone: an empty output text of one action."""
+    model, batch, ctx = real_setup("translation", tokenizer, max_new_tokens=3)
+    with torch.no_grad():
+        model.get_output_embeddings().bias[model.generation_config.eos_token_id] = 40.0
+    ctx = dataclasses.replace(ctx, reference=copy.deepcopy(model).eval().requires_grad_(False))
+    samples = ctx.policy.sample(model, batch, None, num_samples=2)
+    assert samples.lengths.tolist() == [1] * 6
+    assert ctx.policy.score(samples, batch).tolist() == [0.0] * 6
+    run_steps(name, model, batch, ctx, steps=1)
+
+
+# ---- (4) short runs of the tiny real models, every kind ------------------------------------
+
+@pytest.mark.parametrize("task_name", ["ner", "sentiment", "translation"])
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_tiny_run_logs_every_diagnostic(name: str, task_name: str, tokenizer: Any) -> None:
+    model, batch, ctx = real_setup(task_name, tokenizer)
+    outs = run_steps(name, model, batch, ctx, steps=2)
+    expected = COMMON_TERMS | {OWN_TERM[name]} | EXTRA_TERMS[name]
+    assert all(expected <= set(out.terms) for out in outs), expected - set(outs[-1].terms)
+    if name == "rlhf":  # the second step re-scores the first step's samples under the updated policy
+        assert outs[0].terms["ratio_deviation"] == 0 < outs[1].terms["ratio_deviation"]
+
+
+@pytest.mark.parametrize("task_name", ["ner", "translation"])
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_kl_is_zero_at_the_start(name: str, task_name: str, tokenizer: Any) -> None:
+    """Without dropout the policy is its reference on the first step (in training, dropout adds noise)."""
+    model, batch, ctx = real_setup(task_name, tokenizer)
+    model.eval()
+    out = build_reward(name).loss(kinds.forward(model, batch), batch, ctx)
+    torch.testing.assert_close(out.terms["kl"], torch.tensor(0.0), atol=1e-4, rtol=0)
+
+
+# ---- the policy and the shared pieces ------------------------------------------------------
+
+@pytest.mark.parametrize("task_name", ["ner", "sentiment", "translation"])
+def test_features_rescore_like_log_prob(task_name: str, tokenizer: Any) -> None:
+    model, batch, ctx = real_setup(task_name, tokenizer)
+    model.eval()  # no dropout: the two scorings must agree
+    samples = ctx.policy.sample(model, batch, None, num_samples=3)
+    assert samples.index.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with torch.no_grad():
+        rescored, features = ctx.policy.features(model, batch, samples)
+        torch.testing.assert_close(rescored.logprob, ctx.policy.log_prob(model, batch, samples).logprob)
+    torch.testing.assert_close(rescored.logprob, samples.logprob.detach())
+    hidden = model.config.encoder.hidden_size if task_name == "translation" else model.config.hidden_size
+    classes = 1 if task_name == "translation" else len(ctx.task.labels)
+    assert features.shape == (9, hidden + classes * hidden + 3) and torch.isfinite(features).all()
+
+
+def test_reward_head_trains_apart_from_the_model(tokenizer: Any) -> None:
+    model, batch, ctx = real_setup("sentiment", tokenizer)
+    strategy = build_reward("reward_model")
+    strategy.loss(kinds.forward(model, batch), batch, ctx)
+    assert all(p.grad is None for p in model.parameters())
+    head = strategy.head
+    before = [p.detach().clone() for p in head.parameters()]
+    strategy.loss(kinds.forward(model, batch), batch, ctx)
+    assert strategy.head is head and all(not torch.equal(a, b) for a, b in zip(before, head.parameters()))
+
+
+def test_spearman_matches_scipy_with_ties() -> None:
+    x = torch.tensor([0.1, 0.4, 0.4, 0.9, 0.2, 0.7])
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+    expected = scipy.stats.spearmanr(x.numpy(), y.numpy()).statistic
+    torch.testing.assert_close(spearman(x, y), torch.tensor(expected, dtype=torch.float32))
+    assert spearman(x, torch.ones(6)) == 0
+
+
+def test_preferences_flip_with_noise_and_drop_ties() -> None:
+    torch.manual_seed(5)
+    scores = torch.tensor([0.2, 0.8] * 2000 + [0.5, 0.5])
+    clean, noisy = preferences(scores, 0.0), preferences(scores, 0.3)
+    assert (clean.chosen[:-1] == 1).all() and clean.valid[:-1].all() and not clean.valid[-1]
+    assert abs((noisy.chosen[:-1] == 0).float().mean().item() - 0.3) < 0.03
+    assert torch.equal(noisy.better, clean.better)
+
+
+def test_mrt_finds_repeated_samples() -> None:
+    """Q is renormalised over distinct samples: later copies of a sample are left out."""
+    from rewards.mrt import _repeated
+    samples = SimpleNamespace(actions=torch.tensor([0, 0, 1, 1, 1, 1]), mask=torch.ones(6, dtype=torch.bool))
+    assert _repeated(samples, 3).tolist() == [[False, True, False], [False, True, True]]
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_parameters_are_declared_and_validated(name: str) -> None:
+    strategy = build_reward(name)
+    assert isinstance(strategy, RewardStrategy) and strategy.family == "sampling"
+    assert strategy.init_from == "ce" and strategy.needs_reference
+    assert {"alpha", "warmup"} <= set(strategy.params())
+    for f in dataclasses.fields(strategy):
+        assert f.metadata["help"], f"{name}.{f.name} has no help text"
+        if f.metadata["min"] is not None:
+            with pytest.raises(ValueError, match=f.name):
+                build_reward(name, {f.name: f.metadata["min"] - 1})
+    with pytest.raises(ValueError, match="warmup"):
+        build_reward(name, {"warmup": 1.5})
