@@ -1,10 +1,9 @@
-"""Command line: `python -m harness list | run | report`."""
+"""Command line: `python -m harness list | run | bench | report | leaderboard`."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -56,9 +55,19 @@ def _choose_grid(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from harness.runner import run_or_record_failure
+    from harness.pool import default_jobs, run_grid
     from tasks.base import get_task
 
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.executor != "ray" and (args.address or args.gpus_per_run is not None):
+        raise ConfigError("--address and --gpus-per-run need --executor ray")
+    if args.gpus_per_run is not None and args.gpus_per_run < 0:
+        raise ConfigError(f"--gpus-per-run must be 0 or more, got {args.gpus_per_run}")
+    if args.executor == "ray":
+        from harness.ray_executor import import_ray
+
+        import_ray()  # missing Ray fails here, before anything is read or written
     if not args.grid_mode and not (args.task and args.reward):
         raise ConfigError("a single run needs --task and --reward (or use --grid for the whole grid)")
     grid = load_grid(_choose_grid(args))
@@ -86,6 +95,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise ConfigError(err.args[0]) from None
     runs = expand(grid, data, tasks, rewards, args.seed, overrides)
     store = Store(args.store)
+    todo = []
     for i, cfg in enumerate(runs, 1):
         label = f"[{i}/{len(runs)}] {cfg.task} {cfg.reward} seed {cfg.seed} ({cfg.run_hash()})"
         status = store.status(cfg.task, cfg.reward, cfg.run_hash())
@@ -93,20 +103,37 @@ def cmd_run(args: argparse.Namespace) -> None:
         if status is not None and not rerun:
             print(f"{label}: {status} already, skipped (--force reruns)", file=sys.stderr)
             continue
-        started = time.time()
-        record = run_or_record_failure(cfg, store, source, progress=not args.quiet)
-        if record["status"] == "completed":
-            metric = record["main_metric"]
-            print(f"{label}: test {metric} {record['test'][metric]:.2f} ({time.time() - started:.0f} s)",
-                  file=sys.stderr)
-        else:
-            print(f"{label}: {record['status']}: {record.get('reason') or record.get('error')}", file=sys.stderr)
+        todo.append((label, cfg))
+    if args.executor == "ray":
+        from harness.ray_executor import run_grid_ray
+
+        run_grid_ray(todo, store, source, address=args.address, gpus_per_run=args.gpus_per_run)
+        return
+    run_grid(todo, store, source, jobs=args.jobs or default_jobs(), progress=not args.quiet)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from harness import bench
+
+    overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+                                   "lr": args.lr, "max_train": args.max_train, "max_eval": args.max_eval,
+                                   "compile": args.compile or None}.items() if v is not None}
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
+    bench.main(args.task, overrides, data_dir, args.peak_tflops, args.repeats, Path(args.json) if args.json else None)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from harness.report import write_report
 
-    write_report(Store(args.store), Path(args.out))
+    write_report(Store(args.store), Path(args.out), n_resamples=args.resamples)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> None:
+    from harness.report import print_leaderboards
+
+    print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,12 +161,44 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--jobs", type=int, help="runs at once, each in a worker process (default: as many as "
+                                              "the free GPU memory holds; 1 on CPU)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local: this machine, --jobs worker processes (default); ray: each run a Ray task "
+                          "(pip install '.[ray]')")
+    run.add_argument("--address", help="Ray cluster to use (`auto`, `ray://host:10001`; default: a local Ray "
+                                       "instance)")
+    run.add_argument("--gpus-per-run", type=float, help="GPUs each Ray task asks for, fractional to share a GPU "
+                                                        "(default: 1 on a cluster with GPUs, else 0)")
     run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="the harness against the Hugging Face Trainer recipe, same data and model")
+    bench.add_argument("--task", required=True)
+    bench.add_argument("--model", help="model alias, Hub id or local path (default: the task's)")
+    for name, kind in (("--max-train", int), ("--max-eval", int), ("--epochs", int), ("--batch-size", int),
+                       ("--lr", float)):
+        bench.add_argument(name, type=kind, help="default: the `default` preset's setting for the task")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the harness's training forward")
+    bench.add_argument("--data-dir", help="local data folder (default $HARNESS_DATA_DIR; unset: the Hub)")
+    bench.add_argument("--peak-tflops", type=float,
+                       help="the device's peak, for the fraction of it reached (default 989: H100 bf16 dense)")
+    bench.add_argument("--repeats", type=int, default=1,
+                       help="measure the pair N times in alternating order and report medians (default 1)")
+    bench.add_argument("--json", help="also write the figures, command, date, device and versions here")
+    bench.set_defaults(func=cmd_bench)
 
     report = sub.add_parser("report", help="tables and leaderboards from the stored results")
     report.add_argument("--store", default=str(default_store()))
     report.add_argument("--out", default="results")
+    report.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
     report.set_defaults(func=cmd_report)
+
+    board = sub.add_parser("leaderboard", help="print the overall and per-task leaderboards (writes no files)")
+    board.add_argument("--store", default=str(default_store()))
+    board.add_argument("--task", action="append", help="only these tasks (repeat or comma-separate)")
+    board.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    board.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
+    board.set_defaults(func=cmd_leaderboard)
     return top
 
 

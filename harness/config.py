@@ -44,7 +44,12 @@ class TrainSettings:
     max_new_tokens: int | None = None
     length_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
+    max_source_length: int | None = None  # truncation in tokens; None: the task's own
+    max_target_length: int | None = None
     log_every: int = 50  # steps between logged training diagnostics
+    # torch.compile the training forward pass (dynamic shapes): a speed option for GPUs, measured
+    # in BENCHMARKS.md; compiled kernels round differently, so it is part of the run's identity.
+    compile: bool = False
 
 
 @dataclass(frozen=True)

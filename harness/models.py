@@ -31,6 +31,7 @@ _TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, interme
              max_position_embeddings=512)
 
 hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()  # the "Loading weights" bar, once per run, drowns the grid's own output
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 

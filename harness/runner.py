@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import math
 import platform
 import random
 import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -47,8 +49,9 @@ def environment() -> dict[str, Any]:
     import transformers
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5)
+        commit = done.stdout.strip() if done.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"harness": __version__, "git_commit": commit, "python": platform.python_version(),
@@ -69,6 +72,21 @@ def generation_settings(task: Task, cfg: RunConfig) -> dict[str, Any]:
     return chosen
 
 
+def parent_config(cfg: RunConfig) -> RunConfig | None:
+    """The run whose checkpoint `cfg`'s strategy starts from (same task, seed and settings), or None."""
+    parent = REWARDS[cfg.reward].init_from
+    return dataclasses.replace(cfg, reward=parent, reward_params={}) if parent else None
+
+
+def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
+    """A collated batch cut into `parts` micro-batches of consecutive rows (gradient accumulation)."""
+    if parts <= 1:
+        return [batch]
+    rows = len(batch["index"])
+    size = -(-rows // parts)
+    return [{k: v[start:start + size] for k, v in batch.items()} for start in range(0, rows, size)]
+
+
 def evaluate(task: Task, model: torch.nn.Module, batches: Batches, tokenizer: Any, device: torch.device,
              generation: dict[str, Any], desc: str) -> tuple[list[Any], list[Any]]:
     """Predictions and references for every row of a split, in the split's order."""
@@ -87,12 +105,23 @@ def evaluate(task: Task, model: torch.nn.Module, batches: Batches, tokenizer: An
 
 
 def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device | None = None,
-        progress: bool = True) -> dict[str, Any]:
-    """Trains, selects and tests one configuration; returns the record it stored."""
+        progress: bool = True, oom_retry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trains, selects and tests one configuration; returns the record it stored.
+
+    `oom_retry` (set by `run_or_record_failure` after running out of GPU memory): each batch of the
+    configured size is cut into `oom_retry["grad_accum"]` micro-batches whose gradients add up to one
+    optimizer step, the same effective batch; the record keeps the configuration and hash it was
+    asked for, and says so under "oom_retry".
+    """
+    grad_accum = oom_retry["grad_accum"] if oom_retry else 1
     run_hash = cfg.run_hash()
     started = time.time()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":  # the peak recorded below is this run's, also in a long-lived pool worker
+        torch.cuda.reset_peak_memory_stats(device)
     task = get_task(cfg.task)
+    lengths = {k: getattr(cfg.settings, k) for k in ("max_source_length", "max_target_length")}
+    task = dataclasses.replace(task, **{k: v for k, v in lengths.items() if v is not None})
     strategy = build_reward(cfg.reward, cfg.reward_params)
     reason = strategy.refuses(task)
     if reason:
@@ -107,8 +136,8 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name, task, tokenizer)
     init_from = None
-    if strategy.init_from:
-        parent = dataclasses.replace(cfg, reward=strategy.init_from, reward_params={})
+    parent = parent_config(cfg)
+    if parent is not None:
         state = store.load_checkpoint(parent.run_hash())
         if state is not None:
             model.load_state_dict(state)
@@ -129,15 +158,18 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     policy = kinds.KindPolicy(task, tokenizer, generation.get("max_new_tokens", task.max_target_length))
 
     # ---- optimiser: AdamW, linear warm-up then decay, no decay on biases and LayerNorm ----
+    # Fused on every device: the same update in one kernel, about twice as fast on CPU (BENCHMARKS.md).
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=s.lr, fused=device.type == "cuda")
+                                  lr=s.lr, fused=True)
     total_steps = len(train) * s.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(s.warmup_ratio * total_steps), total_steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     generator = torch.Generator().manual_seed(cfg.seed)
+    # Only the training forward is compiled; evaluation, generation and strategies use the eager model.
+    trained = torch.compile(model, dynamic=True) if s.compile else model
 
     # ---- train, validating after every epoch; keep the best epoch's weights ----
     history, step_log = [], []
@@ -151,22 +183,35 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
                    disable=not progress, mininterval=2, leave=False)
         for batch in bar:
             batch = kinds.to_device(batch, device)
-            with autocast:
-                logits = kinds.forward(model, batch)
-                ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=step, total_steps=total_steps,
-                                  forward=kinds.forward, policy=policy, reference=reference)
-                out = strategy.loss(logits, batch, ctx)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            parts = split_batch(batch, grad_accum)
+            terms: dict[str, torch.Tensor] = {}
+            for part in parts:
+                with autocast:
+                    logits = kinds.forward(trained, part)
+                    ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=step,
+                                      total_steps=total_steps, forward=kinds.forward, policy=policy,
+                                      reference=reference)
+                    out = strategy.loss(logits, part, ctx)
+                (out.loss if len(parts) == 1 else out.loss / len(parts)).backward()
+                for name, value in {"loss": out.loss.detach(), **out.terms}.items():  # micro-batch mean
+                    terms[name] = value if len(parts) == 1 else terms.get(name, 0) + value.float() / len(parts)
+                del logits, out
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
             optimizer.step()
             scheduler.step()
             step += 1
             epoch_samples += len(batch["index"])
-            terms = {"loss": out.loss.detach(), "grad_norm": grad_norm.detach(), **out.terms}
+            terms = {"loss": terms.pop("loss"), "grad_norm": grad_norm.detach(), **terms}
             for name, value in terms.items():  # summed on the device: no host sync inside the step
                 sums[name] = sums.get(name, 0) + value.float()
             if step % s.log_every == 0:
+                # The epoch sums are the cheap on-device flag: a NaN or inf in any step since the
+                # epoch began stays in them; checked here, at the logging sync, and at epoch end.
+                if not bool(torch.stack([v.sum() for v in sums.values()]).isfinite().all()):
+                    raise FloatingPointError(
+                        f"non-finite training loss terms by step {step} (epoch {epoch}): "
+                        f"{ {k: float(v) for k, v in terms.items()} }")
                 logged = {k: float(v) for k, v in terms.items()}
                 step_log.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **logged})
                 bar.set_postfix(loss=f"{logged['loss']:.4f}",
@@ -215,14 +260,34 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
                    "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
         "environment": environment(),
     }
+    if oom_retry:
+        record["oom_retry"] = oom_retry
     store.save(record)
     return record
 
 
 def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True) -> dict[str, Any]:
-    """Runs one cell; a refusal or an exception becomes a stored record instead of stopping the grid."""
+    """Runs one cell; a refusal or an exception becomes a stored record instead of stopping the grid.
+
+    Out of GPU memory, the run is retried once with half the batch and 2-step gradient accumulation
+    (the same effective batch); its record says so under "oom_retry".
+    """
+    oom_retry = None
     try:
-        return run(cfg, store, source, progress=progress)
+        try:
+            return run(cfg, store, source, progress=progress)
+        except torch.cuda.OutOfMemoryError as err:
+            if cfg.settings.batch_size < 2:
+                raise
+            oom_retry = {"batch_size": -(-cfg.settings.batch_size // 2), "grad_accum": 2,
+                         "first_error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+        # Retried outside the except block: the first attempt's frames (and its GPU tensors) are gone.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        print(f"{cfg.task} {cfg.reward} seed {cfg.seed}: out of GPU memory, retrying with batch "
+              f"{oom_retry['batch_size']} x {oom_retry['grad_accum']} accumulation steps", file=sys.stderr)
+        return run(cfg, store, source, progress=progress, oom_retry=oom_retry)
     except RunRefused as refusal:
         record = {"hash": cfg.run_hash(), "status": "refused", "config": cfg.identity(), "reason": str(refusal)}
     except (KeyboardInterrupt, SystemExit, DataFormatError):  # bad input stops the grid, records nothing
@@ -230,5 +295,7 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
     except Exception as err:  # noqa: BLE001 - any failure of one cell is recorded, the grid goes on
         record = {"hash": cfg.run_hash(), "status": "failed", "config": cfg.identity(),
                   "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        if oom_retry:
+            record["oom_retry"] = oom_retry
     store.save(record)
     return record

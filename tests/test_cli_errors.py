@@ -12,7 +12,7 @@ import pytest
 import harness.runner
 import rewards  # noqa: F401  (registers the built-in strategies)
 from harness.cli import main
-from harness.config import list_presets
+from harness.config import list_presets, load_grid, preset_path
 from rewards.base import REWARDS
 
 TASKS = ("ner", "sentiment", "translation", "summarization")
@@ -75,6 +75,8 @@ def test_unknown_command(store, capsys):
     ("tasks: [sentiment]\nrewards: [ce]\ntrain: {epoch: 2}\n", ["unknown key 'epoch'", "did you mean 'epochs'"]),
     ("tasks: [sentiment]\nrewards: [ce]\nseed: [1]\n", ["unknown key 'seed'", "did you mean 'seeds'"]),
     ("tasks: [sentiment]\nrewards: {focal: {gamma: -1}}\n", ["gamma=-1"]),
+    ("tasks: [sentiment]\nrewards: {wrong_penalty: {lam: -0.5}}\n", ["rewards.wrong_penalty", "lam=-0.5", "minimum 0"]),
+    ("tasks: [sentiment]\nrewards: {mrt: {num_samples: 0}}\n", ["rewards.mrt", "num_samples=0", "minimum 2"]),
 ])
 def test_grid_file_with_error(store, capsys, tmp_path, text, fragments):
     grid = tmp_path / "my-grid.yaml"
@@ -123,7 +125,8 @@ def test_valid_run_reaches_the_runner(store, capsys, data_dir, monkeypatch):
           "--max-train", "8", "--data-dir", str(data_dir), "--store", str(store), "--quiet"])
     (cfg,) = seen
     assert (cfg.task, cfg.reward, cfg.seed, cfg.reward_params) == ("sentiment", "focal", 3, {})
-    assert cfg.settings.max_train == 8 and cfg.settings.lr == 1e-4  # override on top of the smoke preset
+    preset = load_grid(preset_path("smoke")).settings["sentiment"]
+    assert cfg.settings.max_train == 8 and cfg.settings.lr == preset.lr  # override on top of the smoke preset
     assert cfg.data["kind"] == "local" and len(cfg.data["md5"]["test"]) == 1
     assert "refused: fake runner" in capsys.readouterr().err
 
@@ -156,3 +159,43 @@ def test_list_command(tmp_path):
     assert done.returncode == 0, done.stderr
     _check_list(done.stdout)
     assert not any(tmp_path.iterdir())  # listing writes nothing
+
+
+@pytest.mark.parametrize("command", ["report", "leaderboard", "run"])
+def test_store_written_by_another_version_is_refused(store, capsys, tmp_path, command):
+    """A record with another schema_version is never misread: each command names the file and the
+    fix, and writes nothing (no report files, no new records)."""
+    import json
+
+    from harness.store import SCHEMA_VERSION
+
+    old = store / "records" / "sentiment" / "ce" / "0123456789abcdef.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"schema_version": SCHEMA_VERSION - 1, "hash": "0123456789abcdef",
+                               "status": "completed", "config": {"task": "sentiment", "reward": "ce"}}))
+    out = tmp_path / "results"
+    argv = {"report": ["report", "--store", str(store), "--out", str(out)],
+            "leaderboard": ["leaderboard", "--store", str(store)],
+            "run": ["run", "--grid", "--grid-file", str(_old_grid(tmp_path)), "--store", str(store)]}[command]
+    if command == "run":  # the stored record has the hash of no cell: point the cell at it
+        import harness.config
+
+        real = harness.config.RunConfig.run_hash
+        try:
+            harness.config.RunConfig.run_hash = lambda self: "0123456789abcdef"
+            message = fails(argv, capsys)
+        finally:
+            harness.config.RunConfig.run_hash = real
+    else:
+        message = fails(argv, capsys)
+    assert str(old) in message and f"schema version {SCHEMA_VERSION - 1}" in message
+    assert "--store" in message  # the fix: the version that wrote it, or a new store
+    assert not out.exists() or not any(out.rglob("*"))
+    assert [p for p in store.rglob("*") if p.is_file()] == [old]
+    shutil.rmtree(store)  # the fixture checks that nothing else was written
+
+
+def _old_grid(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("tasks: [sentiment]\nrewards: [ce]\nseeds: [1]\n")
+    return grid

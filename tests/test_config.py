@@ -37,24 +37,30 @@ def test_presets_listed():
     assert {"smoke", "default"} <= set(list_presets())
 
 
+def test_presets_cross_every_task_with_every_registered_strategy():
+    for name in ("smoke", "default"):
+        grid = load_grid(preset_path(name))
+        assert set(grid.tasks) == set(TASKS) and set(grid.rewards) == set(REWARDS), name
+        runs = expand(grid, DATA)
+        assert len(runs) == len(TASKS) * len(REWARDS) * len(grid.seeds)
+        assert len({r.run_hash() for r in runs}) == len(runs)
+        first_child = min(i for i, r in enumerate(runs) if REWARDS[r.reward].init_from)
+        assert all(REWARDS[r.reward].init_from for r in runs[first_child:]), "checkpoint producers first"
+
+
 def test_smoke_preset():
     grid = load_grid(preset_path("smoke"))
-    runs = expand(grid, DATA)
-    assert len(runs) == 4  # 4 tasks x ce x 1 seed
-    assert {(r.task, r.reward, r.seed) for r in runs} == {(t, "ce", 1) for t in TASKS}
+    assert grid.seeds == (1,)
     settings = grid.settings
-    assert settings["sentiment"].lr == 1e-4 and settings["sentiment"].max_train == 256
-    assert settings["translation"].lr == 3e-4 and settings["translation"].max_new_tokens == 24
-    assert settings["translation"].epochs == settings["summarization"].epochs == 2  # shared, not overridden
-    assert settings["summarization"].max_eval == 16
+    assert settings["sentiment"].lr == 1e-4 and settings["sentiment"].max_train == 64
+    assert settings["translation"].lr == 3e-4 and settings["translation"].max_new_tokens == 16
+    assert settings["translation"].epochs == settings["summarization"].epochs == 1  # shared, not overridden
+    assert settings["summarization"].max_source_length == 128
 
 
 def test_default_preset():
     grid = load_grid(preset_path("default"))
-    runs = expand(grid, DATA)
-    assert len(runs) == 12  # 4 tasks x ce x 3 seeds
-    assert sorted({r.seed for r in runs}) == [1, 2, 3]
-    assert len({r.run_hash() for r in runs}) == 12
+    assert grid.seeds == (1, 2, 3)
     settings = grid.settings
     assert (settings["ner"].epochs, settings["ner"].batch_size, settings["ner"].lr) == (3, 32, 5e-5)
     assert (settings["translation"].epochs, settings["translation"].batch_size, settings["translation"].lr) \
@@ -169,7 +175,8 @@ def test_rewards_as_list_or_mapping(tmp_path):
 OTHER_SETTINGS = {"model": "tiny-bert", "epochs": 4, "lr": 1e-4, "batch_size": 16, "eval_batch_size": 64,
                   "warmup_ratio": 0.2, "weight_decay": 0.0, "max_grad_norm": 0.5, "patience": 3,
                   "max_train": 100, "max_eval": 50, "num_beams": 4, "max_new_tokens": 32,
-                  "length_penalty": 0.6, "no_repeat_ngram_size": 3, "log_every": 10}
+                  "length_penalty": 0.6, "no_repeat_ngram_size": 3, "log_every": 10,
+                  "max_source_length": 64, "max_target_length": 32, "compile": True}
 
 
 def base_config(**changes) -> RunConfig:

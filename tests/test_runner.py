@@ -15,17 +15,10 @@ import pytest
 from harness.cli import main
 from harness.runner import run, run_or_record_failure
 from harness.store import Store
-from rewards.base import REWARDS, register_reward
 from rewards.ce import CrossEntropy
 from tests.helpers import configs, write_grid
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    if "HARNESS_CACHE" not in os.environ:
-        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def test_training_reduces_loss_and_stores_a_complete_record(tmp_path, data_dir):
@@ -108,20 +101,6 @@ def test_killed_grid_leaves_no_partial_record_and_rerun_completes(tmp_path, data
     assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")]
 
 
-@pytest.fixture
-def temporary_reward():
-    """Registers test-only strategies and removes them afterwards."""
-    added = []
-
-    def add(name, cls):
-        register_reward(name)(cls)
-        added.append(name)
-
-    yield add
-    for name in added:
-        REWARDS.pop(name, None)
-
-
 def test_failed_and_refused_cells_are_recorded_and_the_grid_goes_on(tmp_path, data_dir, temporary_reward):
     class Exploding(CrossEntropy):
         """Raises on the first step."""
@@ -168,10 +147,11 @@ def test_strategy_starts_from_the_ce_checkpoint_of_the_same_seed(tmp_path, data_
 
 
 def test_smoke_preset_end_to_end_through_report(tmp_path, data_dir, capsys):
-    """The shipped smoke grid with the real offline models, cut to a few rows, then the report."""
+    """The shipped smoke grid with the real offline models, cut to a few rows and one strategy per
+    family (the whole grid is the main job's), then the report."""
     store, out = tmp_path / "s", tmp_path / "results"
     main(["run", "--grid", "--preset", "smoke", "--store", str(store), "--data-dir", str(data_dir),
-          "--max-train", "16", "--max-eval", "8", "--epochs", "1", "--quiet"])
+          "--reward", "ce,focal,scst", "--max-train", "16", "--max-eval", "8", "--epochs", "1", "--quiet"])
     main(["report", "--store", str(store), "--out", str(out)])
     printed = capsys.readouterr().out
     for task in ("ner", "sentiment", "translation", "summarization"):

@@ -1,0 +1,332 @@
+"""From run records to the numbers a report shows: seed summaries, significance against the `ce`
+baseline and the constant-reward control, tied ranks, the cross-task leaderboard, guard metrics
+and cost. Only numbers, in DataFrames with NaN where a cell has no value; `harness.report`
+formats and writes them.
+
+A cell is one task × strategy. A strategy is a reward name, with its parameters appended when
+the records hold the same reward with different parameters, so such variants are never averaged.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from harness import stats
+from rewards.base import REWARDS
+from rewards.constant_reward import ConstantReward
+from tasks.base import get_task
+
+BASELINE = "ce"
+CONTROL = ConstantReward.name
+ALPHA = 0.05
+MIN_SEEDS = 3
+REPETITION_N = 2  # repetition rate over word n-grams of this order (outputs are 10-30 words long)
+NOT_STATISTICS = ("prediction", "reference")  # the other keys of a test example are its statistics
+
+
+@dataclass
+class Analysis:
+    cells: pd.DataFrame  # task, strategy, metric, status, n, n_failed, n_refused, mean, std, ci_low, ci_high, rank, why
+    test_means: pd.DataFrame  # task, strategy, metric, mean, std: every test metric of completed cells
+    comparisons: pd.DataFrame  # task, strategy, baseline, delta, ci_low, ci_high, p, p_holm, significant, seed_sd
+    overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, mean_gain_pct
+    guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy
+    cost: pd.DataFrame  # task, strategy, hardware, seconds, seconds_with_start, samples_per_second, delta, ...
+    runs: pd.DataFrame  # one row per record: task, strategy, seed, status, hash, score, seconds, why
+    groups: dict[tuple[str, str], list[dict[str, Any]]]  # completed records per cell
+    metrics: dict[str, str]  # task -> main metric
+    n_resamples: int
+    seed: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted(self.cells["task"].unique())
+
+    def strategies(self, task: str | None = None) -> list[str]:
+        rows = self.cells if task is None else self.cells[self.cells["task"] == task]
+        return ordered(rows["strategy"].unique())
+
+
+def ordered(strategies: Iterable[str]) -> list[str]:
+    """The baseline first, the control second, then alphabetical."""
+    return sorted(set(strategies), key=lambda s: (s != BASELINE, s != CONTROL, s))
+
+
+def is_sampling(strategy: str) -> bool:
+    cls = REWARDS.get(strategy.split("[")[0])
+    return cls is not None and cls.family == "sampling"
+
+
+def analyse(records: list[dict[str, Any]], n_resamples: int = 1000, seed: int = 0) -> Analysis:
+    """Every number of the report from the records of a store (any status)."""
+    if not records:
+        raise ValueError("no run records to analyse")
+    # A fixed order makes every float sum order-independent of the store's file order, so two
+    # strategies with identical runs come out exactly equal.
+    records = sorted(records, key=lambda r: (r["config"]["task"], r["config"]["reward"], r["config"]["seed"],
+                                             r["hash"]))
+    labels = strategy_labels(records)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["status"] == "completed":
+            groups[(record["config"]["task"], labels[record["hash"]])].append(record)
+    metrics = {r["config"]["task"]: r["main_metric"] for r in records if r["status"] == "completed"}
+    for task in {r["config"]["task"] for r in records} - set(metrics):
+        metrics[task] = get_task(task).main_metric
+    notes: list[str] = []
+    cells = _cells(records, labels, metrics, notes)
+    scores = {task: _bootstrap_scores(task, metrics[task], groups, n_resamples, seed, notes) for task in metrics}
+    means = cells.set_index(["task", "strategy"])["mean"]
+    stds = cells.set_index(["task", "strategy"])["std"]
+    comparisons = _comparisons(scores, means, stds)
+    ranks = {(task, strategy): rank for task, by_strategy in scores.items() if by_strategy
+             for strategy, rank in zip(by_strategy, _ranks(by_strategy, [means[(task, s)] for s in by_strategy]))}
+    cells["rank"] = [ranks.get(key, math.nan) for key in zip(cells["task"], cells["strategy"])]
+    _check_cells(groups, notes)
+    by_hash = {r["hash"]: r for r in records}
+    return Analysis(cells=cells, test_means=_test_means(groups), comparisons=comparisons,
+                    overall=_overall(cells), guards=_guards(groups), cost=_cost(groups, cells, by_hash),
+                    runs=_runs(records, labels, metrics), groups=dict(groups), metrics=metrics,
+                    n_resamples=n_resamples, seed=seed, notes=notes)
+
+
+def strategy_labels(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Run hash -> strategy label: the reward name, plus `[k=v,...]` where that reward appears
+    with more than one set of parameters."""
+    def params(record: dict[str, Any]) -> str:
+        return json.dumps(record["config"].get("reward_params") or {}, sort_keys=True)
+
+    variants: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        variants[record["config"]["reward"]].add(params(record))
+    labels = {}
+    for record in records:
+        reward, given = record["config"]["reward"], record["config"].get("reward_params") or {}
+        suffix = ",".join(f"{k}={given[k]}" for k in sorted(given))
+        labels[record["hash"]] = f"{reward}[{suffix}]" if len(variants[reward]) > 1 and suffix else reward
+    return labels
+
+
+def _cells(records: list[dict[str, Any]], labels: dict[str, str], metrics: dict[str, str],
+           notes: list[str]) -> pd.DataFrame:
+    """One row per task × strategy with its seed summary; refused and failed cells keep NaN numbers."""
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_cell[(record["config"]["task"], labels[record["hash"]])].append(record)
+    rows = []
+    for (task, strategy), cell in sorted(by_cell.items()):
+        metric = metrics[task]
+        values = [r["test"][metric] for r in cell if r["status"] == "completed"]
+        statuses = Counter(r["status"] for r in cell)
+        others = [r for r in cell if r["status"] != "completed"]
+        summary = stats.seed_summary(values) if values else stats.SeedSummary(0, *[math.nan] * 4)
+        status = "completed" if values else "/".join(sorted(statuses))
+        rows.append({"task": task, "strategy": strategy, "metric": metric, "status": status,
+                     "n": summary.n, "n_failed": statuses["failed"], "n_refused": statuses["refused"],
+                     "mean": summary.mean, "std": summary.std, "ci_low": summary.ci_low,
+                     "ci_high": summary.ci_high, "rank": math.nan,  # set from the bootstrap in `analyse`
+                     "why": (others[0].get("reason") or others[0].get("error", "")) if others else ""})
+        if values and len(values) < MIN_SEEDS:
+            notes.append(f"{task} / {strategy}: {len(values)} seed(s), fewer than {MIN_SEEDS}: "
+                         "its spread and confidence interval are unreliable or missing")
+        if values and others:
+            notes.append(f"{task} / {strategy}: {status_words(statuses)} of {len(cell)} runs; the cell "
+                         f"summarises the {len(values)} completed")
+    return pd.DataFrame(rows)
+
+
+def status_words(statuses: Mapping[str, int]) -> str:
+    """'1 failed and 2 refused'; empty when neither."""
+    return " and ".join(f"{statuses[s]} {s}" for s in ("failed", "refused") if statuses[s])
+
+
+def _test_fingerprint(record: dict[str, Any]) -> str:
+    references = json.dumps([ex["reference"] for ex in record["test_examples"]])
+    return hashlib.sha256(references.encode()).hexdigest()
+
+
+def _bootstrap_scores(task: str, metric: str, groups: dict[tuple[str, str], list[dict[str, Any]]],
+                      n_resamples: int, seed: int, notes: list[str]) -> dict[str, np.ndarray]:
+    """Strategy -> [n_resamples] its main metric on each shared resample of the test set, the mean
+    over its seeds (each seed's corpus metric recomputed with the task's `aggregate`)."""
+    cells = {s: runs for (t, s), runs in groups.items() if t == task}
+    fingerprint = {r["hash"]: _test_fingerprint(r) for runs in cells.values() for r in runs}
+    if not fingerprint:
+        return {}
+    common, _ = Counter(fingerprint.values()).most_common(1)[0]
+    n_examples = len(next(r for runs in cells.values() for r in runs
+                          if fingerprint[r["hash"]] == common)["test_examples"])
+    if n_examples == 0:
+        notes.append(f"{task}: the records hold no test examples; no significance tests or ranks")
+        return {}
+    indices = stats.resample_indices(n_examples, n_resamples, seed)
+    aggregate = get_task(task).aggregate
+    scores = {}
+    for strategy in ordered(cells):
+        runs = cells[strategy]
+        if any(fingerprint[r["hash"]] != common for r in runs):
+            notes.append(f"{task} / {strategy}: scored on a different test set than the other strategies; "
+                         "left out of the significance tests and ranks")
+            continue
+        per_run = [stats.resampled_scores([{k: v for k, v in ex.items() if k not in NOT_STATISTICS}
+                                           for ex in r["test_examples"]], aggregate, metric, indices)
+                   for r in runs]
+        scores[strategy] = np.mean(per_run, axis=0)
+    return scores
+
+
+def _comparisons(scores: dict[str, dict[str, np.ndarray]], means: pd.Series, stds: pd.Series) -> pd.DataFrame:
+    """Each strategy against `ce`, and each sampling strategy against the constant-reward control,
+    on the same task; Holm-adjusted within each (task, baseline) family."""
+    rows = []
+    for task, by_strategy in scores.items():
+        for baseline in (BASELINE, CONTROL):
+            if baseline not in by_strategy:
+                continue
+            family = [s for s in by_strategy if s != baseline and (baseline == BASELINE or is_sampling(s))]
+            tests = [stats.paired_bootstrap(by_strategy[s], by_strategy[baseline],
+                                            means[(task, s)] - means[(task, baseline)]) for s in family]
+            adjusted = stats.holm([t.p_value for t in tests]) if tests else []
+            for strategy, test, p_holm in zip(family, tests, adjusted):
+                rows.append({"task": task, "strategy": strategy, "baseline": baseline, "delta": test.delta,
+                             "ci_low": test.ci_low, "ci_high": test.ci_high, "p": test.p_value,
+                             "p_holm": float(p_holm), "significant": bool(p_holm < ALPHA),
+                             "seed_sd": math.sqrt((stds[(task, strategy)] ** 2 + stds[(task, baseline)] ** 2) / 2)})
+    columns = ["task", "strategy", "baseline", "delta", "ci_low", "ci_high", "p", "p_holm", "significant", "seed_sd"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _ranks(by_strategy: dict[str, np.ndarray], means: list[float]) -> np.ndarray:
+    """Tied ranks from pairwise paired-bootstrap p-values between every two strategies."""
+    names = list(by_strategy)
+    p = np.ones((len(names), len(names)))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names[:i]):
+            p[i, j] = p[j, i] = stats.paired_bootstrap(by_strategy[a], by_strategy[b], means[i] - means[j]).p_value
+    return stats.tied_ranks(means, p, ALPHA)
+
+
+def _overall(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: mean tied rank over the tasks it is ranked on, and the mean over tasks of the
+    gain over `ce` relative to `ce`'s score, 100·(mean − mean_ce)/|mean_ce|."""
+    baseline = cells[cells["strategy"] == BASELINE].set_index("task")["mean"]
+    rows = []
+    for strategy, group in cells.groupby("strategy"):
+        ranked = group.dropna(subset=["rank"])
+        gains = [100 * (row["mean"] - baseline[row["task"]]) / abs(baseline[row["task"]])
+                 for _, row in group.iterrows()
+                 if row["task"] in baseline.index and baseline[row["task"]] and not math.isnan(row["mean"])
+                 and not math.isnan(baseline[row["task"]])]
+        rows.append({"strategy": strategy, "mean_rank": ranked["rank"].mean() if len(ranked) else math.nan,
+                     "tasks_ranked": len(ranked), "tasks": group["task"].nunique(),
+                     "mean_gain_pct": float(np.mean(gains)) if gains else math.nan})
+    overall = pd.DataFrame(rows, columns=["strategy", "mean_rank", "tasks_ranked", "tasks", "mean_gain_pct"])
+    return overall.sort_values(["mean_rank", "mean_gain_pct"], ascending=[True, False], na_position="last",
+                               ignore_index=True)
+
+
+def _test_means(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> pd.DataFrame:
+    rows = []
+    for (task, strategy), runs in sorted(groups.items()):
+        for metric in runs[0]["test"]:
+            values = [r["test"][metric] for r in runs if metric in r["test"]]
+            rows.append({"task": task, "strategy": strategy, "metric": metric, "mean": float(np.mean(values)),
+                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan})
+    return pd.DataFrame(rows, columns=["task", "strategy", "metric", "mean", "std"])
+
+
+def repetition_rate(text: str, n: int = REPETITION_N) -> float:
+    """Share of an output's word n-grams that repeat an earlier n-gram of the same output
+    (1 − distinct/total); NaN for an output shorter than n words."""
+    words = text.split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else math.nan
+
+
+def run_guards(record: dict[str, Any]) -> dict[str, float]:
+    """Guard metrics of one run: for generated text, mean length in words, mean repetition rate and
+    the share of empty outputs; for sampling strategies, the KL to the starting model and the
+    policy entropy, the training means of the selected (tested) epoch."""
+    guards = {"mean_length": math.nan, "repetition": math.nan, "empty_share": math.nan}
+    predictions = [ex["prediction"] for ex in record["test_examples"]]
+    if predictions and all(isinstance(p, str) for p in predictions):
+        repetition = [r for r in map(repetition_rate, predictions) if not math.isnan(r)]
+        guards = {"mean_length": float(np.mean([len(p.split()) for p in predictions])),
+                  "repetition": float(np.mean(repetition)) if repetition else math.nan,
+                  "empty_share": float(np.mean([not p.strip() for p in predictions]))}
+    train = record["history"][record["best_epoch"] - 1]["train"] if record.get("history") else {}
+    return {**guards, "kl": train.get("kl", math.nan), "entropy": train.get("entropy", math.nan)}
+
+
+def _guards(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> pd.DataFrame:
+    rows = [{"task": task, "strategy": strategy, **pd.DataFrame([run_guards(r) for r in runs]).mean().to_dict()}
+            for (task, strategy), runs in sorted(groups.items())]
+    return pd.DataFrame(rows, columns=["task", "strategy", "mean_length", "repetition", "empty_share", "kl", "entropy"])
+
+
+def hardware(record: dict[str, Any]) -> str:
+    """"GPU (name)" for a run that used CUDA, else "CPU"."""
+    on_gpu = record["timing"].get("peak_gpu_memory_bytes") is not None
+    return f"GPU ({record.get('environment', {}).get('device', '?')})" if on_gpu else "CPU"
+
+
+def _cost(groups: dict[tuple[str, str], list[dict[str, Any]]], cells: pd.DataFrame,
+          by_hash: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Device seconds per run (the whole run: set-up, training, evaluation), with the run it
+    started from (`init_from`, the ce checkpoint) added, training samples/s, and the gain over
+    `ce` per extra device-hour spent beyond `ce`."""
+    rows = []
+    for (task, strategy), runs in sorted(groups.items()):
+        own = [r["timing"]["total_seconds"] for r in runs]
+        start = [by_hash[r["init_from"]]["timing"]["total_seconds"]
+                 if r.get("init_from") in by_hash and by_hash[r["init_from"]]["status"] == "completed" else 0.0
+                 for r in runs]
+        throughput = [r["timing"].get("train_samples_per_second") for r in runs]
+        rows.append({"task": task, "strategy": strategy,
+                     "hardware": ", ".join(sorted({hardware(r) for r in runs})),
+                     "seconds": float(np.mean(own)), "seconds_with_start": float(np.mean(np.add(own, start))),
+                     "samples_per_second": float(np.mean([t for t in throughput if t is not None] or [math.nan]))})
+    cost = pd.DataFrame(rows, columns=["task", "strategy", "hardware", "seconds", "seconds_with_start",
+                                       "samples_per_second"])
+    keyed = cells.set_index(["task", "strategy"])["mean"]
+    base = cost[cost["strategy"] == BASELINE].set_index("task")
+    cost["score"] = [keyed[(t, s)] for t, s in zip(cost["task"], cost["strategy"])]
+    cost["delta"] = [row.score - keyed[(row.task, BASELINE)] if row.task in base.index else math.nan
+                     for row in cost.itertuples()]
+    extra_hours = [(row.seconds_with_start - base.loc[row.task, "seconds"]) / 3600 if row.task in base.index
+                   else math.nan for row in cost.itertuples()]
+    cost["extra_hours"] = extra_hours
+    cost["delta_per_extra_hour"] = [d / h if h > 0 else math.nan for d, h in zip(cost["delta"], extra_hours)]
+    return cost
+
+
+def _runs(records: list[dict[str, Any]], labels: dict[str, str], metrics: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        task, completed = r["config"]["task"], r["status"] == "completed"
+        rows.append({"task": task, "strategy": labels[r["hash"]], "seed": r["config"]["seed"], "status": r["status"],
+                     "hash": r["hash"], "metric": metrics[task],
+                     "score": r["test"][metrics[task]] if completed else math.nan,
+                     "seconds": r["timing"]["total_seconds"] if completed else math.nan,
+                     "why": "" if completed else (r.get("reason") or r.get("error", ""))})
+    return pd.DataFrame(rows).sort_values(["task", "strategy", "seed"], ignore_index=True)
+
+
+def _check_cells(groups: dict[tuple[str, str], list[dict[str, Any]]], notes: list[str]) -> None:
+    """Notes cells whose runs differ in anything but the seed (settings, data, model, version)."""
+    def identity(r: dict[str, Any]) -> str:
+        config = {k: v for k, v in r["config"].items() if k != "seed"}
+        return json.dumps({**config, "model": r.get("model")}, sort_keys=True, default=str)
+
+    for (task, strategy), runs in sorted(groups.items()):
+        if len({identity(r) for r in runs}) > 1:
+            notes.append(f"{task} / {strategy}: its runs differ in more than the seed (settings, data, model "
+                         "or harness version); the cell mixes configurations")

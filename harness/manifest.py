@@ -1,0 +1,92 @@
+"""The reproducibility manifest of a report, and the grid file that reruns its runs.
+
+Everything in it comes from the records themselves (their configs, data checksums, metric
+signatures, environments) plus the code and libraries that produced the report, so a published
+table can be traced to what made it.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import subprocess
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+
+REPORT_LIBRARIES = ("torch", "transformers", "datasets", "sacrebleu", "rouge-score", "seqeval", "numpy",
+                    "scipy", "pandas", "matplotlib", "tabulate")
+_ENVIRONMENT_LIBRARIES = ("harness", "python", "torch", "transformers", "datasets")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """Distinct JSON-able values in first-seen order."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        seen.setdefault(json.dumps(value, sort_keys=True, default=str), value)
+    return list(seen.values())
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def grid(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A grid file (the format `python -m harness run --grid --grid-file` reads) covering the runs:
+    their tasks, rewards with parameters, seeds and each task's most common settings."""
+    by_task: dict[str, Counter] = defaultdict(Counter)
+    rewards: dict[str, dict[str, Any]] = {}
+    for r in records:
+        cfg = r["config"]
+        by_task[cfg["task"]][json.dumps(cfg["settings"], sort_keys=True)] += 1
+        rewards.setdefault(cfg["reward"], cfg.get("reward_params") or {})
+    per_task = {task: {k: v for k, v in json.loads(counts.most_common(1)[0][0]).items() if v is not None}
+                for task, counts in sorted(by_task.items())}
+    return {"name": "report", "description": "the grid of the runs behind this report (rebuilt from their records)",
+            "tasks": sorted(by_task), "rewards": rewards,
+            "seeds": sorted({r["config"]["seed"] for r in records}), "train": {"per_task": per_task}}
+
+
+def manifest(records: list[dict[str, Any]], command: str, statistics: dict[str, Any]) -> dict[str, Any]:
+    """Code version, library versions, data checksums, metric signatures, hardware, grid and command."""
+    completed = [r for r in records if r["status"] == "completed"]
+    environments = [r.get("environment", {}) for r in completed]
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_task[r["config"]["task"]].append(r)
+    return {
+        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "rerun": "python -m harness run --grid --grid-file grid.yaml  (grid.yaml is written next to this file)",
+        "code": {"harness_version": __version__, "git_commit": _git("rev-parse", "HEAD"),
+                 "git_dirty": bool(_git("status", "--porcelain")),
+                 "runs_git_commits": sorted({str(e.get("git_commit")) for e in environments}),
+                 "runs_harness_versions": sorted({r["config"]["harness_version"] for r in records})},
+        "libraries": {"report": {p: _version(p) for p in REPORT_LIBRARIES},
+                      "runs": _distinct([{k: e.get(k) for k in _ENVIRONMENT_LIBRARIES} for e in environments])},
+        "hardware": _distinct([{"device": e.get("device"), "platform": e.get("platform")} for e in environments]),
+        "data": {task: _distinct([r["config"]["data"] for r in runs]) for task, runs in sorted(by_task.items())},
+        "metric_signatures": {task: _distinct([r.get("metric_info", {}) for r in runs if r["status"] == "completed"])
+                              for task, runs in sorted(by_task.items())},
+        "models": {task: _distinct([r.get("model") for r in runs if r["status"] == "completed"])
+                   for task, runs in sorted(by_task.items())},
+        "generation": {task: _distinct([r.get("generation") for r in runs if r["status"] == "completed"])
+                       for task, runs in sorted(by_task.items())},
+        "grid": grid(records),
+        "statistics": statistics,
+        "records": dict(Counter(r["status"] for r in records)),
+    }

@@ -1,0 +1,124 @@
+"""Synthetic but schema-valid run records for report tests: made-up predictions scored by the real
+task scorers, so every per-example statistic is what a real run would store. No model is trained."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from harness.config import RunConfig, TrainSettings
+from harness.store import Store
+from tasks.base import get_task
+
+N_EXAMPLES = 80
+_WORDS = "a man woman dog child in the red blue shirt is walking running on street park with ball".split()
+_ENTITY_TAGS = ("PER", "LOC", "ORG")
+
+
+def references(task: str) -> list[Any]:
+    """A fixed test set per task."""
+    rng = random.Random(task)
+    if task == "sentiment":
+        return [rng.randint(0, 1) for _ in range(N_EXAMPLES)]
+    if task == "ner":
+        rows = []
+        for _ in range(N_EXAMPLES):
+            tags = ["O"] * rng.randint(5, 9)
+            for start in rng.sample(range(0, len(tags) - 1, 2), 2):
+                kind = rng.choice(_ENTITY_TAGS)
+                tags[start], tags[start + 1] = f"B-{kind}", rng.choice([f"I-{kind}", "O"])
+            rows.append(tags)
+        return rows
+    return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 12))) for _ in range(N_EXAMPLES)]
+
+
+def predictions(task: str, error: float, seed: int) -> list[Any]:
+    """The references with a share `error` of the examples damaged (a wrong label, a wrong entity
+    tag, a word replaced, repeated or the output left empty)."""
+    rng = random.Random(f"{task}-{error}-{seed}")
+    out = []
+    for ref in references(task):
+        if rng.random() >= error:
+            out.append(ref)
+        elif task == "sentiment":
+            out.append(1 - ref)
+        elif task == "ner":
+            out.append(["O" if t != "O" else t for t in ref])
+        else:
+            words = ref.split()
+            choice = rng.random()
+            if choice < 0.1:
+                out.append("")
+            elif choice < 0.4:
+                out.append(" ".join(words[:2] * 3))
+            else:
+                out.append(" ".join(rng.choice(_WORDS) if rng.random() < 0.5 else w for w in words))
+    return out
+
+
+def config(task: str, reward: str, seed: int, reward_params: dict[str, Any] | None = None) -> RunConfig:
+    settings = TrainSettings(epochs=3, max_eval=N_EXAMPLES)
+    data = {"kind": "local", "md5": {"test": [f"md5-of-{task}-test"]}}
+    return RunConfig(task=task, reward=reward, seed=seed, settings=settings, reward_params=reward_params or {},
+                     data=data)
+
+
+def completed(task: str, reward: str, seed: int, error: float, *, seconds: float = 100.0,
+              sampling: bool = False, init_from: str | None = None,
+              reward_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A completed record whose test predictions have the given error rate."""
+    cfg = config(task, reward, seed, reward_params)
+    t = get_task(task)
+    refs, preds = references(task), predictions(task, error, seed)
+    result = t.score(preds, refs)
+    main = result.corpus[t.main_metric]
+    terms = {"loss": 1.0, "ce": 1.0, **({"kl": 0.05 * seed, "entropy": 0.5, "reward": 0.3} if sampling else {})}
+    history = [{"epoch": e, "train": terms, "validation": {**result.corpus, t.main_metric: main * e / 3},
+                "train_seconds": seconds / 4, "samples_per_second": 50.0} for e in (1, 2, 3)]
+    steps = [{"step": s, "epoch": 1 + s // 20, "lr": 1e-4, **terms, **({"reward": 0.2 + s / 100} if sampling else {})}
+             for s in range(10, 70, 10)]
+    return {"hash": cfg.run_hash(), "status": "completed", "config": cfg.identity(), "model": t.default_model,
+            "generation": {"num_beams": 1} if t.kind == "seq2seq" else {}, "init_from": init_from,
+            "main_metric": t.main_metric, "best_epoch": 3, "validation": result.corpus, "test": result.corpus,
+            "metric_info": result.info, "history": history, "steps": steps,
+            "test_examples": [{"prediction": p, "reference": r, **s} for p, r, s in
+                              zip(preds, refs, result.per_example)],
+            "timing": {"total_seconds": seconds, "train_seconds": 0.8 * seconds, "test_eval_seconds": 5.0,
+                       "train_samples_per_second": 50.0 if not sampling else 20.0, "peak_gpu_memory_bytes": 2 ** 30},
+            "environment": {"harness": "0.1.0", "git_commit": "abc123", "python": "3.11.7", "torch": "2.13.0",
+                            "transformers": "5.0", "datasets": "5.0", "platform": "Linux", "device": "NVIDIA H100"}}
+
+
+def not_completed(task: str, reward: str, seed: int, status: str) -> dict[str, Any]:
+    cfg = config(task, reward, seed)
+    why = {"reason": f"reward {reward!r} does not support {task}"} if status == "refused" else \
+        {"error": "RuntimeError: CUDA error: out of memory", "traceback": "Traceback ...\nRuntimeError: out of memory"}
+    return {"hash": cfg.run_hash(), "status": status, "config": cfg.identity(), **why}
+
+
+def grid_records() -> list[dict[str, Any]]:
+    """ner, sentiment and translation with: ce (3 seeds); reinforce, clearly better (3 seeds, from the ce
+    checkpoint); constant_reward, as good as ce (2 seeds: a warning); label_smoothing, with exactly
+    ce's predictions (a tie); focal, one of 3 seeds failed; dice refused on translation; mrt failed
+    on every seed of sentiment."""
+    records = []
+    for task in ("ner", "sentiment", "translation"):
+        ce = [completed(task, "ce", s, 0.35) for s in (1, 2, 3)]
+        records += ce
+        records += [completed(task, "reinforce", s, 0.05, seconds=150.0, sampling=True, init_from=ce[s - 1]["hash"])
+                    for s in (1, 2, 3)]
+        records += [completed(task, "constant_reward", s, 0.35, seconds=150.0, sampling=True,
+                              init_from=ce[s - 1]["hash"]) for s in (1, 2)]
+        records += [completed(task, "label_smoothing", s, 0.35) for s in (1, 2, 3)]
+        records += [completed(task, "focal", s, 0.3) for s in (1, 3)] + [not_completed(task, "focal", 2, "failed")]
+    records += [not_completed("translation", "dice", s, "refused") for s in (1, 2, 3)]
+    records += [completed(t, "dice", s, 0.3) for t in ("ner", "sentiment") for s in (1, 2, 3)]
+    records += [not_completed("sentiment", "mrt", s, "failed") for s in (1, 2, 3)]
+    return records
+
+
+def write_store(root: Path, records: list[dict[str, Any]] | None = None) -> Store:
+    store = Store(root)
+    for record in grid_records() if records is None else records:
+        store.save(record)
+    return store

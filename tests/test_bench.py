@@ -1,0 +1,96 @@
+"""`python -m harness bench` end to end on a tiny slice, and the FLOP floor on hand-checkable cases."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import datasets
+import pytest
+import torch
+
+from harness.bench import Floor, matmul_parameters, median_figures, training_floor
+from harness.cli import main
+from harness.models import load_model, load_tokenizer
+from tasks.base import get_task
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    if "HARNESS_CACHE" not in os.environ:
+        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection (e.g. to the Hugging Face Hub) fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:] or kwargs}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_bench_compares_trainer_and_harness_offline(tmp_path, data_dir, capsys, no_network):
+    task, model = "ner", "tiny-bert"
+    out = tmp_path / "bench.json"
+    main(["bench", "--task", task, "--model", model, "--max-train", "32", "--max-eval", "8", "--epochs", "1",
+          "--batch-size", "16", "--data-dir", str(data_dir), "--json", str(out)])
+    printed = capsys.readouterr().out
+    for row in ("Trainer", "harness", "ratio harness/Trainer", "FLOPs per epoch"):
+        assert row in printed
+    result = json.loads(out.read_text())
+    assert result["command"].startswith(f"python -m harness bench --task {task} --model {model}")
+    assert result["date"] and result["versions"]["transformers"] and result["device_name"]
+    trainer, harness = result["systems"]["trainer"], result["systems"]["harness"]
+    for figures in (trainer, harness):
+        assert figures["train_samples"] == 32 and figures["train_samples_per_second"] > 0
+        assert figures["wall_seconds"] >= figures["train_seconds"] > 0
+        assert figures["peak_gpu_memory_bytes"] is None  # CPU
+        assert 0 <= figures["test_metric"] <= 100
+        assert figures["flops_per_second"] == pytest.approx(result["floor"]["flops_per_epoch"] / figures["train_seconds"])
+    ratio = result["ratio_harness_to_trainer"]
+    assert ratio["train_samples_per_second"] == pytest.approx(
+        harness["train_samples_per_second"] / trainer["train_samples_per_second"])
+    assert result["floor"]["source_tokens"] > 32 and result["floor"]["target_tokens"] == 0
+    assert [len(result["measurements"][name]) for name in ("harness", "trainer")] == [1, 1]
+
+
+def test_repeated_measurements_report_each_figures_median():
+    runs = [{"train_seconds": s, "peak_gpu_memory_bytes": None} for s in (3.0, 1.0, 2.0)]
+    assert median_figures(runs) == {"train_seconds": 2.0, "peak_gpu_memory_bytes": None}
+
+
+def test_matmul_parameters_of_tiny_bert_by_hand():
+    """2 layers, hidden 32, FFN 64: per layer Q, K, V, O 4·(32·32+32) and FFN (32·64+64)+(64·32+32);
+    the tagging head 32·9+9. Embeddings (and LayerNorm) do no matrix products."""
+    task = get_task("ner")
+    model = load_model("tiny-bert", task, load_tokenizer("tiny-bert"))
+    per_layer = 4 * (32 * 32 + 32) + (32 * 64 + 64) + (64 * 32 + 32)
+    assert matmul_parameters(model) == 2 * per_layer + 32 * 9 + 9 == 17129
+    rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [1, 2, 3, 4, 5]], "labels": [[0, 0, 0], [0] * 5]})
+    floor = training_floor(model, task, rows)
+    assert floor == Floor(source_tokens=8, target_tokens=0, encoder_parameters=17129, decoder_parameters=0)
+    assert floor.flops_per_epoch == 6 * 17129 * 8
+
+
+class _ToySeq2Seq(torch.nn.Module):
+    """Encoder: one 4→4 linear layer (20 parameters). Decoder: an embedding tied to a bias-free 4→10
+    output projection (40 parameters, counted once, as the projection)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Linear(4, 4)
+        self.embed = torch.nn.Embedding(10, 4)
+        self.head = torch.nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+
+    def get_encoder(self) -> torch.nn.Module:
+        return self.encoder
+
+
+def test_encoder_decoder_floor_counts_each_side_at_its_own_tokens():
+    rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [1, 2, 3, 4, 5]], "labels": [[7, 8], [9, 8]]})
+    floor = training_floor(_ToySeq2Seq(), get_task("translation"), rows)
+    assert floor == Floor(source_tokens=8, target_tokens=4, encoder_parameters=20, decoder_parameters=40)
+    assert floor.flops_per_epoch == 6 * (20 * 8 + 40 * 4) == 1920

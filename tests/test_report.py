@@ -1,0 +1,207 @@
+"""`harness report` / `harness leaderboard` on a small stored grid of synthetic records: every output
+format, missing cells shown as such, significance and ties, guard metrics, cost, the manifest, and
+the HTML page in headless Chromium (skipped, with the reason, where none is installed)."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from harness import html
+from harness.analysis import analyse, repetition_rate, run_guards, strategy_labels
+from harness.cli import main
+from harness.config import expand, load_grid
+from harness.report import write_report
+from tests.synthetic import completed, grid_records, write_store
+
+TASKS = ("ner", "sentiment", "translation")
+RESAMPLES = 300
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("report")
+    store = write_store(root / "store")
+    out = root / "results"
+    return out, write_report(store, out, echo=False, n_resamples=RESAMPLES)
+
+
+def cells(payload: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(c["task"], c["strategy"]): c for c in payload["cells"]}
+
+
+def test_every_output_format_is_written(report: tuple[Path, dict[str, Any]]) -> None:
+    out, payload = report
+    tables = ["summary", "overall", "guards", "cost", "not_completed", *(f"leaderboard_{t}" for t in TASKS)]
+    for name in tables:
+        assert (out / f"{name}.md").read_text().startswith("# ")
+        tex = (out / f"{name}.tex").read_text()
+        assert all(rule in tex for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"))
+        pd.read_csv(out / f"{name}.csv")
+    assert r"constant\_reward" in (out / "summary.tex").read_text() and r"$\pm$" in (out / "summary.tex").read_text()
+    assert "paired bootstrap" in (out / "methods.md").read_text() and "# Warnings" in (out / "methods.md").read_text()
+    for name in ("comparisons", "runs"):
+        pd.read_csv(out / f"{name}.csv")
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(payload, default=str))
+    assert set(payload["leaderboards"]) == set(TASKS)
+    for task in TASKS:
+        for kind in ("bars", "curves", "sampling"):
+            assert (out / "plots" / f"{kind}_{task}.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "plots" / "cost.png").exists()
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == len(list((out / "plots").glob("*.png")))
+    assert "http://" not in page and "https://" not in page and "<script>" in page and 'class="dataframe sortable"' in page
+
+
+def test_missing_cells_are_shown_as_such_never_as_zero(report: tuple[Path, dict[str, Any]]) -> None:
+    out, payload = report
+    by_cell = cells(payload)
+    assert by_cell[("translation", "dice")]["status"] == "refused" and by_cell[("translation", "dice")]["mean"] is None
+    assert by_cell[("sentiment", "mrt")]["status"] == "failed" and by_cell[("sentiment", "mrt")]["n"] == 0
+    assert payload["summary"]["translation (bleu_lc)"]["dice"] == "refused"
+    assert payload["summary"]["sentiment (accuracy)"]["mrt"] == "failed"
+    assert payload["summary"]["ner (f1)"]["mrt"] == "not run"
+    board = (out / "leaderboard_sentiment.md").read_text()
+    mrt = next(line for line in board.splitlines() if "| mrt " in line)
+    assert "failed" in mrt and "0.00" not in mrt and mrt.split("|")[1].strip() == "—"
+    overall = next(line for line in (out / "overall.md").read_text().splitlines() if "| dice " in line)
+    assert "refused" in overall
+    csv = pd.read_csv(out / "summary.csv")
+    refused = csv[(csv["task"] == "translation") & (csv["strategy"] == "dice")].iloc[0]
+    assert refused["status"] == "refused" and math.isnan(refused["mean"])
+    not_completed = pd.read_csv(out / "not_completed.csv")
+    assert len(not_completed) == 9 and set(not_completed["status"]) == {"failed", "refused"}
+    focal = by_cell[("ner", "focal")]
+    assert focal["n"] == 2 and focal["n_failed"] == 1  # the failed seed is counted, not averaged in as 0
+    assert "(+1 failed)" in (out / "leaderboard_ner.md").read_text()
+
+
+def test_significance_ranks_and_ties(report: tuple[Path, dict[str, Any]]) -> None:
+    _, payload = report
+    by_cell = cells(payload)
+    comparisons = {(c["task"], c["strategy"], c["baseline"]): c for c in payload["comparisons"]}
+    for task in TASKS:
+        better = comparisons[(task, "reinforce", "ce")]
+        assert better["significant"] and better["delta"] > 0 and better["ci_low"] > 0
+        assert comparisons[(task, "reinforce", "constant_reward")]["significant"]
+        assert by_cell[(task, "reinforce")]["rank"] == 1
+        same = comparisons[(task, "label_smoothing", "ce")]  # exactly ce's predictions
+        assert same["delta"] == 0 and same["p"] == 1 and same["p_holm"] == 1 and not same["significant"]
+        assert by_cell[(task, "label_smoothing")]["rank"] == by_cell[(task, "ce")]["rank"] == 2
+        assert (task, "label_smoothing", "constant_reward") not in comparisons  # not a sampling strategy
+        family = [c for c in payload["comparisons"] if c["task"] == task and c["baseline"] == "ce"]
+        assert all(c["p_holm"] >= c["p"] for c in family)
+    overall = {row["strategy"]: row for row in payload["overall"]}
+    assert payload["overall"][0]["strategy"] == "reinforce" and overall["reinforce"]["mean_rank"] == 1
+    assert overall["label_smoothing"]["mean_gain_pct"] == 0
+    assert overall["dice"]["tasks_ranked"] == 2 and overall["mrt"]["mean_rank"] is None
+
+
+def test_fewer_than_three_seeds_are_flagged(report: tuple[Path, dict[str, Any]]) -> None:
+    out, payload = report
+    assert payload["summary"]["ner (f1)"]["constant_reward"].endswith("(n=2) †")
+    assert payload["summary"]["ner (f1)"]["reinforce"].endswith("(n=3) ↑")
+    assert any("constant_reward: 2 seed(s), fewer than 3" in note for note in payload["notes"])
+    assert "Warnings" in (out / "index.html").read_text()
+
+
+def test_guard_metrics() -> None:
+    assert repetition_rate("a b a b") == pytest.approx(1 / 3)  # bigrams ab, ba, ab: one repeat of three
+    assert repetition_rate("the cat sat") == 0 and math.isnan(repetition_rate("word"))
+    record = completed("translation", "reinforce", 2, 0.9, sampling=True)
+    guards = run_guards(record)
+    predictions = [ex["prediction"] for ex in record["test_examples"]]
+    empty = sum(not p for p in predictions) / len(predictions)
+    assert empty > 0 and guards["empty_share"] == pytest.approx(empty)
+    assert guards["mean_length"] == pytest.approx(sum(len(p.split()) for p in predictions) / len(predictions))
+    assert guards["kl"] == pytest.approx(0.1) and guards["entropy"] == 0.5
+    ner = run_guards(completed("ner", "ce", 1, 0.1))
+    assert all(math.isnan(ner[k]) for k in ("mean_length", "repetition", "empty_share", "kl", "entropy"))
+
+
+def test_cost_counts_the_checkpoint_a_strategy_starts_from(report: tuple[Path, dict[str, Any]]) -> None:
+    _, payload = report
+    cost = {(c["task"], c["strategy"]): c for c in payload["cost"]}
+    reinforce, ce = cost[("ner", "reinforce")], cost[("ner", "ce")]
+    assert reinforce["seconds"] == 150 and reinforce["seconds_with_start"] == 250 and ce["seconds_with_start"] == 100
+    assert reinforce["delta_per_extra_hour"] == pytest.approx(reinforce["delta"] / (150 / 3600))
+    assert reinforce["hardware"] == "GPU (NVIDIA H100)" and reinforce["samples_per_second"] == 20
+    assert ce["delta_per_extra_hour"] is None
+
+
+def test_manifest_and_grid_file(report: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = report
+    info = json.loads((out / "manifest.json").read_text())
+    assert info["data"]["ner"] == [{"kind": "local", "md5": {"test": ["md5-of-ner-test"]}}]
+    assert info["metric_signatures"]["translation"][0]["bleu"].startswith("nrefs:1|case:mixed")
+    assert info["hardware"] == [{"device": "NVIDIA H100", "platform": "Linux"}]
+    assert info["libraries"]["report"]["scipy"] and info["code"]["harness_version"]
+    assert info["command"].startswith("python -m harness report --store ")
+    assert info["statistics"]["resamples"] == RESAMPLES and info["records"] == {"completed": 45, "failed": 6,
+                                                                               "refused": 3}
+    grid = load_grid(out / "grid.yaml")
+    assert set(grid.tasks) == set(TASKS) and grid.seeds == (1, 2, 3) and "constant_reward" in grid.rewards
+    assert len(expand(grid, {t: {} for t in TASKS})) == len(TASKS) * len(grid.rewards) * 3
+
+
+def test_rewards_with_several_parameter_sets_are_separate_strategies() -> None:
+    records = [completed("sentiment", "reinforce", 1, 0.1, reward_params={"alpha": 0.1}),
+               completed("sentiment", "reinforce", 1, 0.1, reward_params={"alpha": 0.5}),
+               completed("sentiment", "ce", 1, 0.1)]
+    assert sorted(strategy_labels(records).values()) == ["ce", "reinforce[alpha=0.1]", "reinforce[alpha=0.5]"]
+    assert len(analyse(records, n_resamples=20).cells) == 3
+
+
+def test_cli_report_and_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = [r for r in grid_records() if r["config"]["task"] == "sentiment"]
+    write_store(tmp_path / "store", records)
+    main(["report", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--resamples", "50"])
+    printed = capsys.readouterr().out
+    assert "## sentiment" in printed and "warning: sentiment / constant_reward" in printed
+    assert (tmp_path / "out" / "index.html").exists()
+    main(["leaderboard", "--store", str(tmp_path / "store"), "--format", "latex", "--resamples", "50"])
+    printed = capsys.readouterr().out
+    assert r"\toprule" in printed and "Leaderboard: sentiment" in printed and "Overall leaderboard" in printed
+
+
+@pytest.fixture(scope="module")
+def browser() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no Chromium binary on PATH (Debian: apt-get install chromium); the HTML page is not "
+                "checked in a browser here")
+
+
+def _dump_dom(browser: str, page: Path) -> str:
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=3000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_html_page_in_headless_chromium(browser: str, report: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    out, _ = report
+    dom = _dump_dom(browser, out / "index.html")
+    assert "Overall leaderboard" in dom and "Leaderboard: translation" in dom and dom.count("<img") >= 10
+    shot = tmp_path / "page.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1400,2000", (out / "index.html").as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+    # The page's own sorting script, driven by a click in the browser.
+    frame = pd.DataFrame({"strategy": ["a", "b", "c", "d"], "score": ["#2 · 70.1", "failed", "#1 · 91.5", "—"]})
+    click = ('<script>function order() { return Array.from(document.querySelectorAll("tbody tr td:first-child"))'
+             '.map(function (td) { return td.textContent; }).join(","); }'
+             'window.addEventListener("load", function () { var th = document.querySelectorAll("th")[1];'
+             'th.click(); var first = order(); th.click(); document.title = first + "|" + order(); });</script>')
+    page = tmp_path / "sort.html"
+    page.write_text(html.document("sorting", html.table(frame) + click), encoding="utf-8")
+    # By the first number (#1 before #2), then reversed; words and then empty cells stay last.
+    assert "<title>c,a,b,d|a,c,b,d</title>" in _dump_dom(browser, page)
