@@ -124,7 +124,7 @@ class Batches:
 
     def __init__(self, task: Task, table: datasets.Dataset, batch_size: int, pad_id: int,
                  decoder_start: int | None):
-        columns = ["input_ids", "labels", "index"] + (["word_starts"] if task.kind == "tagging" else [])
+        columns = ["input_ids", "labels", "index"] + (["word_starts", "tags"] if task.kind == "tagging" else [])
         data = table.select_columns(columns).to_dict()
         self.rows = [dict(zip(data, values)) for values in zip(*data.values())]
         self.lengths = [len(r["input_ids"]) + (len(r["labels"]) if task.kind == "seq2seq" else 0)

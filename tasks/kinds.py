@@ -67,6 +67,7 @@ def collate(task: Task, features: list[dict[str, Any]], pad_id: int, decoder_sta
     batch["labels"] = labels
     if task.kind == "tagging":
         batch["word_starts"] = [f["word_starts"] for f in features]
+        batch["tags"] = [f["tags"] for f in features]
         return batch
     start = torch.full((labels.shape[0], 1), decoder_start, dtype=torch.long)
     shifted = torch.cat([start, labels[:, :-1]], dim=1)
@@ -106,12 +107,19 @@ def decode(tokenizer: Any, ids: torch.Tensor) -> list[str]:
                                                       clean_up_tokenization_spaces=True)]
 
 
-def references(task: Task, batch: dict[str, Any], tokenizer: Any) -> list[Any]:
-    """The gold answers as the metric sees them, recovered from the batch's labels."""
+def references(task: Task, batch: dict[str, Any], tokenizer: Any, scored_only: bool = False) -> list[Any]:
+    """The gold answers as the metric sees them.
+
+    For tagging these are the tags of every word, also of words truncated away (which `predict`
+    tags O, so truncation costs recall instead of vanishing); `scored_only` keeps just the words
+    the model scores, aligned with sampled tag sequences.
+    """
     labels = batch["labels"]
     if task.kind == "classification":
         return labels.tolist()
     if task.kind == "tagging":
+        if not scored_only:
+            return [list(tags) for tags in batch["tags"]]
         return [[task.labels[i] for i in row if i != IGNORE] for row in labels.tolist()]
     return decode(tokenizer, labels.masked_fill(labels == IGNORE, tokenizer.pad_token_id))
 
@@ -192,7 +200,7 @@ class KindPolicy:
 
     def score(self, samples: Samples, batch: dict[str, Any]) -> torch.Tensor:
         predictions = self._readable(samples)
-        refs = references(self.task, batch, self.tokenizer)
+        refs = references(self.task, batch, self.tokenizer, scored_only=True)
         values = [self.task.sentence_score(p, refs[i]) for p, i in zip(predictions, samples.index.tolist())]
         return torch.tensor(values, dtype=torch.float32, device=samples.actions.device)
 

@@ -19,7 +19,7 @@ def encoded(task_name: str, rows: list[dict]) -> list[dict]:
     task = get_task(task_name)
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     out = kinds.encode(task, columns, TOKENIZER, TOKENIZER.cls_token_id)
-    return [{**{k: v[i] for k, v in out.items()}, "index": i} for i in range(len(rows))]
+    return [{**rows[i], **{k: v[i] for k, v in out.items()}, "index": i} for i in range(len(rows))]
 
 
 def test_ner_labels_sit_on_the_first_sub_token_of_each_word():
@@ -50,6 +50,10 @@ def test_ner_predictions_map_back_to_words_and_truncated_words_get_O():
 
     (pred,) = kinds.predict(task, Stub(), batch, TOKENIZER, {})
     assert len(pred) == len(long["tokens"])
+    (gold,) = kinds.references(task, batch, TOKENIZER)
+    assert gold == long["tags"], "truncated words stay in the reference and cost recall"
+    (scored,) = kinds.references(task, batch, TOKENIZER, scored_only=True)
+    assert scored == long["tags"][:sum(p >= 0 for p in row["word_starts"])]
     kept = sum(p >= 0 for p in row["word_starts"])
     assert pred[:kept] == ["B-LOC"] * kept and set(pred[kept:]) == {"O"}
 

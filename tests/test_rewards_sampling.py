@@ -175,7 +175,8 @@ def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5) -> tuple
     start = getattr(model.config, "decoder_start_token_id", None)
     rows = ROWS[task_name]
     encoded = kinds.encode(task, rows, tokenizer, start)
-    features = [{**{k: v[i] for k, v in encoded.items()}, "index": i} for i in range(len(next(iter(rows.values()))))]
+    features = [{**{k: v[i] for k, v in rows.items()}, **{k: v[i] for k, v in encoded.items()}, "index": i}
+                for i in range(len(next(iter(rows.values()))))]
     batch = kinds.collate(task, features, tokenizer.pad_token_id, start)
     model.train()
     return model, batch, make_ctx(task, model, tokenizer, total_steps=2, max_new_tokens=max_new_tokens)
