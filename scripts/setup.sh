@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv and installs the harness into it; reruns are quick (skipped while pyproject.toml is unchanged).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.harness-installed
