@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 
 import datasets
@@ -13,12 +12,6 @@ from harness.bench import Floor, matmul_parameters, median_figures, training_flo
 from harness.cli import main
 from harness.models import load_model, load_tokenizer
 from tasks.base import get_task
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    if "HARNESS_CACHE" not in os.environ:
-        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture

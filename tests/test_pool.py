@@ -35,12 +35,6 @@ def register_child() -> None:
         register_reward(CHILD)(FromCE)
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    if "HARNESS_CACHE" not in os.environ:
-        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 @pytest.fixture
 def child_strategy():
     register_child()
