@@ -46,7 +46,7 @@ import datasets
 import torch
 from tabulate import tabulate
 
-from harness.config import RunConfig, TrainSettings, load_grid, preset_path, settings_from
+from harness.config import ConfigError, RunConfig, TrainSettings, load_grid, preset_path, settings_from
 from harness.data import Batches, DataSource, head, load_split
 from harness.models import load_model, load_tokenizer
 from harness.runner import environment, evaluate, generation_settings, run, seed_everything
@@ -165,6 +165,9 @@ def median_figures(measurements: list[dict[str, Any]]) -> dict[str, Any]:
 def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seed: int = 1,
           peak_tflops: float = H100_BF16_DENSE_TFLOPS, repeats: int = 1) -> dict[str, Any]:
     """Runs both systems on the same slice; returns their figures, the floor and the ratios."""
+    if _version("accelerate") is None:  # the Trainer needs it; fail before minutes of harness training
+        raise ConfigError("harness bench compares against the Hugging Face Trainer, which needs accelerate: "
+                          "pip install -e '.[bench]' (scripts/setup.sh installs it)")
     task = get_task(task_name)
     base = load_grid(preset_path("default")).settings[task.name]  # the recipe's per-task settings
     settings: TrainSettings = settings_from("bench", overrides, base)

