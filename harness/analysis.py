@@ -36,7 +36,7 @@ class Analysis:
     cells: pd.DataFrame  # task, strategy, metric, status, n, n_failed, n_refused, mean, std, ci_low, ci_high, rank, why
     test_means: pd.DataFrame  # task, strategy, metric, mean, std: every test metric of completed cells
     comparisons: pd.DataFrame  # task, strategy, baseline, delta, ci_low, ci_high, p, p_holm, significant, seed_sd
-    overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, mean_gain_pct
+    overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, tasks, mean_gain_points, mean_normalised_change_pct
     guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy
     cost: pd.DataFrame  # task, strategy, hardware, seconds, seconds_with_start, samples_per_second, delta, ...
     runs: pd.DataFrame  # one row per record: task, strategy, seed, status, hash, score, seconds, why
@@ -214,23 +214,35 @@ def _ranks(by_strategy: dict[str, np.ndarray], means: list[float]) -> np.ndarray
     return stats.tied_ranks(means, p, ALPHA)
 
 
+def normalised_change(score: float, baseline: float, top: float = 100.0) -> float:
+    """Marx & Cummings (2007) normalised change, in %: a gain as the share of `ce`'s headroom it
+    closes, (s − b)/(top − b); a loss as the share of `ce`'s score it gives up, (s − b)/b; 0 when equal.
+    Bounded in [−100, 100] and defined when `ce` scores 0 or `top`, unlike a gain relative to b."""
+    if score == baseline:
+        return 0.0
+    return 100 * (score - baseline) / ((top - baseline) if score > baseline else baseline)
+
+
 def _overall(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy: mean tied rank over the tasks it is ranked on, and the mean over tasks of the
-    gain over `ce` relative to `ce`'s score, 100·(mean − mean_ce)/|mean_ce|."""
+    """Per strategy: mean tied rank over the tasks it is ranked on; over the tasks with a `ce` cell,
+    the mean gain over `ce` in metric points (every main metric is on a 0-100 scale) and the mean
+    normalised change (`normalised_change`), which weighs a point near the ceiling more."""
     baseline = cells[cells["strategy"] == BASELINE].set_index("task")["mean"]
     rows = []
     for strategy, group in cells.groupby("strategy"):
         ranked = group.dropna(subset=["rank"])
-        gains = [100 * (row["mean"] - baseline[row["task"]]) / abs(baseline[row["task"]])
-                 for _, row in group.iterrows()
-                 if row["task"] in baseline.index and baseline[row["task"]] and not math.isnan(row["mean"])
+        pairs = [(row["mean"], baseline[row["task"]]) for _, row in group.iterrows()
+                 if row["task"] in baseline.index and not math.isnan(row["mean"])
                  and not math.isnan(baseline[row["task"]])]
         rows.append({"strategy": strategy, "mean_rank": ranked["rank"].mean() if len(ranked) else math.nan,
                      "tasks_ranked": len(ranked), "tasks": group["task"].nunique(),
-                     "mean_gain_pct": float(np.mean(gains)) if gains else math.nan})
-    overall = pd.DataFrame(rows, columns=["strategy", "mean_rank", "tasks_ranked", "tasks", "mean_gain_pct"])
-    return overall.sort_values(["mean_rank", "mean_gain_pct"], ascending=[True, False], na_position="last",
-                               ignore_index=True)
+                     "mean_gain_points": float(np.mean([s - b for s, b in pairs])) if pairs else math.nan,
+                     "mean_normalised_change_pct":
+                         float(np.mean([normalised_change(s, b) for s, b in pairs])) if pairs else math.nan})
+    overall = pd.DataFrame(rows, columns=["strategy", "mean_rank", "tasks_ranked", "tasks", "mean_gain_points",
+                                          "mean_normalised_change_pct"])
+    return overall.sort_values(["mean_rank", "mean_normalised_change_pct"], ascending=[True, False],
+                               na_position="last", ignore_index=True)
 
 
 def _test_means(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> pd.DataFrame:

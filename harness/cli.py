@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from harness.config import ConfigError, expand, list_presets, load_grid, preset_path
 from harness.data import DataSource, default_data_dir
+from harness.monitor import DeviceMonitor, summary_line
 from harness.store import Store, StoreError, default_store
 
 
@@ -55,6 +59,7 @@ def _choose_grid(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from harness import runner
     from harness.pool import default_jobs, run_grid
     from tasks.base import get_task
 
@@ -104,12 +109,24 @@ def cmd_run(args: argparse.Namespace) -> None:
             print(f"{label}: {status} already, skipped (--force reruns)", file=sys.stderr)
             continue
         todo.append((label, cfg))
-    if args.executor == "ray":
-        from harness.ray_executor import run_grid_ray
-
-        run_grid_ray(todo, store, source, address=args.address, gpus_per_run=args.gpus_per_run)
+    if not todo:
         return
-    run_grid(todo, store, source, jobs=args.jobs or default_jobs(), progress=not args.quiet)
+    jobs = args.jobs or default_jobs()
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    with DeviceMonitor() as monitor:
+        if args.executor == "ray":
+            from harness.ray_executor import run_grid_ray
+
+            run_grid_ray(todo, store, source, address=args.address, gpus_per_run=args.gpus_per_run)
+        else:
+            run_grid(todo, store, source, jobs=jobs, progress=not args.quiet)
+    summary = monitor.summary()
+    statuses = Counter(store.status(cfg.task, cfg.reward, cfg.run_hash()) or "missing" for _, cfg in todo)
+    store.save_session({"started": started, "command": "python -m harness " + shlex.join(sys.argv[1:]),
+                        "grid": grid.name, "executor": args.executor,
+                        "jobs": None if args.executor == "ray" else min(jobs, len(todo)), "runs": len(todo),
+                        "statuses": dict(statuses), "environment": runner.environment(), **summary})
+    print(f"{grid.name}: {summary_line(summary, len(todo))}", file=sys.stderr)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

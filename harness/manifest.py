@@ -12,7 +12,7 @@ import json
 import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from harness import __version__
 
@@ -61,8 +61,14 @@ def grid(records: list[dict[str, Any]]) -> dict[str, Any]:
             "seeds": sorted({r["config"]["seed"] for r in records}), "train": {"per_task": per_task}}
 
 
-def manifest(records: list[dict[str, Any]], command: str, statistics: dict[str, Any]) -> dict[str, Any]:
-    """Code version, library versions, data checksums, metric signatures, hardware, grid and command."""
+SESSION_FIELDS = ("started", "command", "executor", "jobs", "runs", "statuses", "wall_seconds", "gpu_samples",
+                  "gpu_utilization_mean", "gpu_busy_share_80", "gpu_memory_peak_mib")
+
+
+def manifest(records: list[dict[str, Any]], command: str, statistics: dict[str, Any],
+             sessions: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Code version, library versions, data checksums, metric signatures, hardware, grid and command;
+    and the `harness run` sessions that filled the store (wall time, GPU utilisation)."""
     completed = [r for r in records if r["status"] == "completed"]
     environments = [r.get("environment", {}) for r in completed]
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -89,4 +95,6 @@ def manifest(records: list[dict[str, Any]], command: str, statistics: dict[str, 
         "grid": grid(records),
         "statistics": statistics,
         "records": dict(Counter(r["status"] for r in records)),
+        "sessions": [{k: session.get(k) for k in SESSION_FIELDS} | {"device": session.get("environment", {}).get("device")}
+                     for session in sessions],
     }

@@ -183,7 +183,9 @@ def overall_table(a: Analysis) -> Table:
     for row in a.overall.itertuples():
         entry = {"strategy": row.strategy, "mean rank": num(row.mean_rank),
                  "tasks ranked": f"{row.tasks_ranked}/{len(a.tasks)}",
-                 "mean gain vs ce (%)": MISSING if row.strategy == BASELINE else num(row.mean_gain_pct, signed=True)}
+                 "mean Δ vs ce (points)": MISSING if row.strategy == BASELINE else num(row.mean_gain_points, signed=True),
+                 "normalised change (%)":
+                     MISSING if row.strategy == BASELINE else num(row.mean_normalised_change_pct, signed=True)}
         for task in a.tasks:
             if (task, row.strategy) not in cells.index:
                 entry[task] = "not run"
@@ -192,7 +194,9 @@ def overall_table(a: Analysis) -> Table:
             rank = MISSING if math.isnan(cell["rank"]) else f"#{int(cell['rank'])}"
             entry[task] = f"{rank} · {score(cell, with_n=False)}" if cell["status"] == "completed" else score(cell)
         display.append(entry)
-    return Table("overall", "Overall leaderboard: mean tied rank across tasks", pd.DataFrame(display), a.overall)
+    return Table("overall", "Overall leaderboard: mean tied rank across tasks", pd.DataFrame(display), a.overall,
+                 legend="normalised change: a gain as the share of ce's headroom to 100 it closes, a loss as the "
+                        "share of ce's score it gives up (Marx & Cummings 2007), averaged over tasks.")
 
 
 def guards_table(a: Analysis) -> Table:
@@ -337,7 +341,7 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
     statistics = {"resamples": n_resamples, "bootstrap_seed": seed, "alpha": ALPHA, "confidence": 0.95,
                   "multiple_comparisons": "Holm, per task and baseline"}
     command = command or f"python -m harness report --store {store.root} --out {out} --resamples {n_resamples}"
-    info = manifest(records, command, statistics)
+    info = manifest(records, command, statistics, store.sessions())
     (out / "manifest.json").write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
     (out / "grid.yaml").write_text(yaml.safe_dump(grid(records), sort_keys=False), encoding="utf-8")
     figures = plots.save_figures(a, out / "plots")

@@ -3,6 +3,7 @@
 Layout under the store directory:
   records/<task>/<reward>/<run hash>.json   the run's record (status completed, failed or refused)
   checkpoints/<run hash>/model.safetensors  selected weights of runs other strategies start from
+  sessions/<UTC time>-<pid>.json            one per `harness run`: wall time, GPU utilisation
 A record is written to a temporary file in the same folder, flushed to disk and renamed over the
 final name, so a killed run never leaves a file that looks like a record; readers ignore the
 temporary files. Rename is atomic on POSIX, so concurrent writers never interleave.
@@ -79,6 +80,18 @@ class Store:
         path = self.checkpoint_path(run_hash)
         return load_file(str(path)) if path.exists() else None
 
+    def save_session(self, session: dict[str, Any]) -> Path:
+        """Writes one `harness run` invocation's summary (atomically, like a record)."""
+        stamp = session["started"].replace(":", "").replace("-", "")
+        path = self.root / "sessions" / f"{stamp}-{os.getpid()}.json"
+        data = json.dumps({"schema_version": SCHEMA_VERSION, **session}, indent=1, default=str).encode()
+        _atomic_write(path, lambda fh: fh.write(data))
+        return path
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every stored session summary, oldest first."""
+        return [self._read(path) for path in sorted((self.root / "sessions").glob("*.json"))]
+
     def records(self) -> Iterator[dict[str, Any]]:
         """Every stored record; a record of another schema version is refused with a message."""
         for path in sorted((self.root / "records").glob("*/*/*.json")):
@@ -89,8 +102,8 @@ class Store:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise StoreError(f"{path}: not a readable run record ({err}); delete it and rerun the grid "
-                             "to recreate it") from None
+            raise StoreError(f"{path}: not a readable JSON file ({err}); delete it (a run record is "
+                             "recreated by rerunning the grid)") from None
         version = record.get("schema_version")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{path}: record schema version {version!r}, this harness reads version "

@@ -99,7 +99,9 @@ def test_significance_ranks_and_ties(report: tuple[Path, dict[str, Any]]) -> Non
         assert all(c["p_holm"] >= c["p"] for c in family)
     overall = {row["strategy"]: row for row in payload["overall"]}
     assert payload["overall"][0]["strategy"] == "reinforce" and overall["reinforce"]["mean_rank"] == 1
-    assert overall["label_smoothing"]["mean_gain_pct"] == 0
+    assert overall["label_smoothing"]["mean_gain_points"] == 0
+    assert overall["label_smoothing"]["mean_normalised_change_pct"] == 0
+    assert overall["reinforce"]["mean_gain_points"] > 0 and 0 < overall["reinforce"]["mean_normalised_change_pct"] <= 100
     assert overall["dice"]["tasks_ranked"] == 2 and overall["mrt"]["mean_rank"] is None
 
 

@@ -161,3 +161,7 @@ def test_smoke_preset_end_to_end_through_report(tmp_path, data_dir, capsys):
     assert "ner (f1)" in summary and "summarization (rouge1)" in summary and "(n=1)" in summary
     payload = json.loads((out / "summary.json").read_text())
     assert set(payload["leaderboards"]) == {"ner", "sentiment", "translation", "summarization"}
+    (session,) = Store(store).sessions()  # the invocation's own summary, carried into the manifest
+    assert session["runs"] == 12 and session["statuses"] == {"completed": 12} and session["wall_seconds"] > 0
+    assert session["command"].startswith("python -m harness ") and session["grid"] == "smoke"
+    assert payload["manifest"]["sessions"][0]["runs"] == 12

@@ -10,6 +10,7 @@ import pytest
 import scipy.stats
 
 from harness import stats
+from harness.analysis import normalised_change
 from tasks.base import get_task
 from tests.synthetic import predictions, references
 
@@ -138,3 +139,13 @@ def test_holm_inside_tied_ranks() -> None:
     p[0, 1] = p[1, 0] = 0.03
     p[0, 2] = p[2, 0] = 0.04
     assert stats.tied_ranks(means, p).tolist() == [1, 1, 1]
+
+
+def test_normalised_change_follows_marx_and_cummings() -> None:
+    assert normalised_change(60, 50) == pytest.approx(20.0)  # closes 10 of the 50 points of headroom
+    assert normalised_change(40, 50) == pytest.approx(-20.0)  # gives up 10 of the 50 points held
+    assert normalised_change(50, 50) == 0.0
+    # the cases a gain relative to ce's score cannot express: ce at 0 and ce at the ceiling
+    assert normalised_change(5, 0) == pytest.approx(5.0) and normalised_change(0, 0) == 0.0
+    assert normalised_change(90, 100) == pytest.approx(-10.0) and normalised_change(100, 100) == 0.0
+    assert normalised_change(100, 0) == 100.0 and normalised_change(0, 100) == -100.0
