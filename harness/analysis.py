@@ -293,8 +293,8 @@ def hardware(record: dict[str, Any]) -> str:
 def _cost(groups: dict[tuple[str, str], list[dict[str, Any]]], cells: pd.DataFrame,
           by_hash: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Device seconds per run (the whole run: set-up, training, evaluation), with the run it
-    started from (`init_from`, the ce checkpoint) added, training samples/s, and the gain over
-    `ce` per extra device-hour spent beyond `ce`."""
+    started from (`init_from`, the ce checkpoint) added, training samples/s, training seconds per
+    epoch and their ratio to `ce`'s, and the gain over `ce` per extra device-hour spent beyond `ce`."""
     rows = []
     for (task, strategy), runs in sorted(groups.items()):
         own = [r["timing"]["total_seconds"] for r in runs]
@@ -302,17 +302,24 @@ def _cost(groups: dict[tuple[str, str], list[dict[str, Any]]], cells: pd.DataFra
                  if r.get("init_from") in by_hash and by_hash[r["init_from"]]["status"] == "completed" else 0.0
                  for r in runs]
         throughput = [r["timing"].get("train_samples_per_second") for r in runs]
+        epoch = [r["timing"]["train_seconds"] / len(r["history"]) for r in runs if r.get("history")]
         rows.append({"task": task, "strategy": strategy,
                      "hardware": ", ".join(sorted({hardware(r) for r in runs})),
                      "seconds": float(np.mean(own)), "seconds_with_start": float(np.mean(np.add(own, start))),
-                     "samples_per_second": float(np.mean([t for t in throughput if t is not None] or [math.nan]))})
+                     "samples_per_second": float(np.mean([t for t in throughput if t is not None] or [math.nan])),
+                     "epoch_seconds": float(np.mean(epoch)) if epoch else math.nan})
     cost = pd.DataFrame(rows, columns=["task", "strategy", "hardware", "seconds", "seconds_with_start",
-                                       "samples_per_second"])
+                                       "samples_per_second", "epoch_seconds"])
     keyed = cells.set_index(["task", "strategy"])["mean"]
     base = cost[cost["strategy"] == BASELINE].set_index("task")
     cost["score"] = [keyed[(t, s)] for t, s in zip(cost["task"], cost["strategy"])]
     cost["delta"] = [row.score - keyed[(row.task, BASELINE)] if row.task in base.index else math.nan
                      for row in cost.itertuples()]
+    # Training time per epoch relative to ce's on the same task: issue 3 bounds sampling strategies
+    # at 5x. Only meaningful between runs on the same hardware (the hardware column says).
+    cost["epoch_vs_ce"] = [row.epoch_seconds / base.loc[row.task, "epoch_seconds"]
+                           if row.task in base.index and base.loc[row.task, "epoch_seconds"] > 0 else math.nan
+                           for row in cost.itertuples()]
     extra_hours = [(row.seconds_with_start - base.loc[row.task, "seconds"]) / 3600 if row.task in base.index
                    else math.nan for row in cost.itertuples()]
     cost["extra_hours"] = extra_hours

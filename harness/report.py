@@ -215,6 +215,9 @@ def cost_table(a: Analysis) -> Table:
         "device-s per run": [num(v, 0) for v in c["seconds"]],
         "device-s with start checkpoint": [num(v, 0) for v in c["seconds_with_start"]],
         "samples/s": [num(v, 1) for v in c["samples_per_second"]],
+        "train s/epoch": [num(v, 1) for v in c["epoch_seconds"]],
+        "epoch ÷ ce": [MISSING if s == BASELINE or math.isnan(v) else f"{v:.1f}×"
+                       for s, v in zip(c["strategy"], c["epoch_vs_ce"])],
         "score": [num(v) for v in c["score"]],
         "Δ vs ce": [MISSING if s == BASELINE else num(v, signed=True) for s, v in zip(c["strategy"], c["delta"])],
         "Δ per extra device-hour": [num(v, signed=True) for v in c["delta_per_extra_hour"]]})

@@ -88,14 +88,15 @@ def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
 
 
 def evaluate(task: Task, model: torch.nn.Module, batches: Batches, tokenizer: Any, device: torch.device,
-             generation: dict[str, Any], desc: str) -> tuple[list[Any], list[Any]]:
+             generation: dict[str, Any], desc: str, progress: bool = True) -> tuple[list[Any], list[Any]]:
     """Predictions and references for every row of a split, in the split's order."""
     model.eval()
     predictions: list[Any] = [None] * len(batches.rows)
     references: list[Any] = [None] * len(batches.rows)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     with autocast:
-        for batch in tqdm(batches.iterate(), total=len(batches), desc=desc, leave=False, mininterval=2):
+        for batch in tqdm(batches.iterate(), total=len(batches), desc=desc, leave=False, mininterval=2,
+                          disable=not progress):
             batch = kinds.to_device(batch, device)
             preds = kinds.predict(task, model, batch, tokenizer, generation)
             refs = kinds.references(task, batch, tokenizer)
@@ -224,7 +225,7 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
         means = {k: float(v) / max(len(train), 1) for k, v in sums.items()}
         if not all(math.isfinite(v) for v in means.values()):
             raise FloatingPointError(f"non-finite training loss terms in epoch {epoch}: {means}")
-        preds, refs = evaluate(task, model, val, tokenizer, device, generation, "validation")
+        preds, refs = evaluate(task, model, val, tokenizer, device, generation, "validation", progress)
         val_scores = task.score(preds, refs).corpus
         history.append({"epoch": epoch, "train": means, "validation": val_scores, "train_seconds": seconds,
                         "samples_per_second": epoch_samples / seconds if seconds else None})
@@ -241,7 +242,7 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     # ---- restore the selected epoch and evaluate it once on test ----
     model.load_state_dict(best_state)
     eval_start = time.time()
-    preds, refs = evaluate(task, model, test, tokenizer, device, generation, "test")
+    preds, refs = evaluate(task, model, test, tokenizer, device, generation, "test", progress)
     test_result = task.score(preds, refs)
     eval_seconds = time.time() - eval_start
     if cfg.reward in {cls.init_from for cls in REWARDS.values() if cls.init_from}:

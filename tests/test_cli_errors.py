@@ -13,6 +13,7 @@ import harness.runner
 import rewards  # noqa: F401  (registers the built-in strategies)
 from harness.cli import main
 from harness.config import list_presets, load_grid, preset_path
+from harness.store import Store
 from rewards.base import REWARDS
 
 TASKS = ("ner", "sentiment", "translation", "summarization")
@@ -129,6 +130,9 @@ def test_valid_run_reaches_the_runner(store, capsys, data_dir, monkeypatch):
     assert cfg.settings.max_train == 8 and cfg.settings.lr == preset.lr  # override on top of the smoke preset
     assert cfg.data["kind"] == "local" and len(cfg.data["md5"]["test"]) == 1
     assert "refused: fake runner" in capsys.readouterr().err
+    (session,) = Store(store).sessions()  # the invocation's summary is the one file written
+    assert session["runs"] == 1 and session["statuses"] == {"missing": 1}, "the fake runner stored no record"
+    shutil.rmtree(store / "sessions")
 
 
 def test_list_in_process(capsys):
