@@ -46,6 +46,11 @@ class TrainSettings:
     no_repeat_ngram_size: int | None = None
     max_source_length: int | None = None  # truncation in tokens; None: the task's own
     max_target_length: int | None = None
+    # Sampling strategies on seq2seq tasks stop each batch's samples at this many times its longest
+    # reference (and at max_new_tokens): an early policy that rarely ends a sentence would
+    # otherwise generate, and backpropagate through, several times the references' length.
+    # None: max_new_tokens only.
+    sample_length_factor: float | None = 2.0
     log_every: int = 50  # steps between logged training diagnostics
     # torch.compile the training forward pass (dynamic shapes): a speed option for GPUs, measured
     # in BENCHMARKS.md; compiled kernels round differently, so it is part of the run's identity.

@@ -156,7 +156,8 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     val = Batches(task, splits["validation"], s.eval_batch_size, pad, decoder_start)
     test = Batches(task, splits["test"], s.eval_batch_size, pad, decoder_start)
     generation = generation_settings(task, cfg)
-    policy = kinds.KindPolicy(task, tokenizer, generation.get("max_new_tokens", task.max_target_length))
+    policy = kinds.KindPolicy(task, tokenizer, generation.get("max_new_tokens", task.max_target_length),
+                              s.sample_length_factor)
 
     # ---- optimiser: AdamW, linear warm-up then decay, no decay on biases and LayerNorm ----
     # Fused on every device: the same update in one kernel, about twice as fast on CPU (BENCHMARKS.md).

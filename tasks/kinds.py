@@ -7,6 +7,7 @@ their data and metrics (`tasks.base.Task`).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -131,7 +132,7 @@ class KindPolicy:
 
     Classification samples one label per input; tagging one tag per scored word position;
     seq2seq a whole output sequence (ancestral sampling with the KV cache, then a teacher-forced
-    pass to get differentiable log-probabilities). Samples of one input are adjacent
+    pass to get differentiable log-probabilities), at most `sample_length(batch)` tokens long. Samples of one input are adjacent
     (`index` = arange(B).repeat_interleave(K)), so per-input groups are a `view(B, K)`.
     """
 
@@ -141,8 +142,17 @@ class KindPolicy:
                     no_repeat_ngram_size=0)
     GREEDY = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0)
 
-    def __init__(self, task: Task, tokenizer: Any, max_new_tokens: int):
+    def __init__(self, task: Task, tokenizer: Any, max_new_tokens: int, length_factor: float | None = None):
         self.task, self.tokenizer, self.max_new_tokens = task, tokenizer, max_new_tokens
+        self.length_factor = length_factor  # samples stop at this × the batch's longest reference
+
+    def sample_length(self, batch: dict[str, Any]) -> int:
+        """New tokens a generated sample may take: max_new_tokens, and with a length factor f at most
+        ⌈f · the longest reference of the batch⌉ (end-of-sequence included), at least 1."""
+        if self.length_factor is None:
+            return self.max_new_tokens
+        longest = int((batch["labels"] != IGNORE).sum(-1).max())
+        return max(1, min(self.max_new_tokens, math.ceil(self.length_factor * longest)))
 
     def sample(self, model: torch.nn.Module, batch: dict[str, Any], logits: torch.Tensor | None,
                num_samples: int = 1, greedy: bool = False) -> Samples:
@@ -245,7 +255,8 @@ class KindPolicy:
         with torch.no_grad():
             out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  num_beams=1, num_return_sequences=num_samples,
-                                 max_new_tokens=self.max_new_tokens, **(self.GREEDY if greedy else self.SAMPLING))
+                                 max_new_tokens=self.sample_length(batch),
+                                 **(self.GREEDY if greedy else self.SAMPLING))
         model.train(was_training)
         actions = out[:, 1:]  # drop the decoder start token
         config = model.generation_config

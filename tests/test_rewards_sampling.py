@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -201,6 +202,21 @@ def test_empty_generated_output_is_finite(name: str, tokenizer: Any) -> None:
     assert samples.lengths.tolist() == [1] * 6
     assert ctx.policy.score(samples, batch).tolist() == [0.0] * 6
     run_steps(name, model, batch, ctx, steps=1)
+
+
+def test_samples_stop_at_the_length_factor_times_the_longest_reference(tokenizer: Any) -> None:
+    """A tiny random model never ends a sentence: every sample runs to the cap."""
+    model, batch, ctx = real_setup("translation", tokenizer, max_new_tokens=40)
+    longest = int((batch["labels"] != IGNORE).sum(-1).max())  # "das haus ist klein" + end of sequence
+    capped = KindPolicy(ctx.task, tokenizer, 40, length_factor=1.5)
+    assert capped.sample_length(batch) == math.ceil(1.5 * longest) < 40
+    assert KindPolicy(ctx.task, tokenizer, 4, length_factor=1.5).sample_length(batch) == 4  # max_new_tokens wins
+    assert KindPolicy(ctx.task, tokenizer, 40).sample_length(batch) == 40  # no factor: max_new_tokens only
+    with torch.no_grad():
+        model.get_output_embeddings().bias[model.generation_config.eos_token_id] = -40.0  # never ends
+    samples = capped.sample(model, batch, None, num_samples=2)
+    assert samples.actions.shape[-1] == capped.sample_length(batch)
+    assert samples.lengths.tolist() == [capped.sample_length(batch)] * 6
 
 
 # ---- (4) short runs of the tiny real models, every kind ------------------------------------
