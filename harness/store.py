@@ -102,8 +102,8 @@ class Store:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise StoreError(f"{path}: not a readable JSON file ({err}); delete it (a run record is "
-                             "recreated by rerunning the grid)") from None
+            raise StoreError(f"{path}: not a readable JSON file ({err}); delete it and rerun the grid, "
+                             "which recreates a run's record (a session summary is only a log)") from None
         version = record.get("schema_version")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{path}: record schema version {version!r}, this harness reads version "
