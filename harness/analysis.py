@@ -122,6 +122,7 @@ def _cells(records: list[dict[str, Any]], labels: dict[str, str], metrics: dict[
     for record in records:
         by_cell[(record["config"]["task"], labels[record["hash"]])].append(record)
     rows = []
+    few_seeds: dict[int, list[str]] = defaultdict(list)  # seeds -> cells: one note per count, not per cell
     for (task, strategy), cell in sorted(by_cell.items()):
         metric = metrics[task]
         values = [r["test"][metric] for r in cell if r["status"] == "completed"]
@@ -135,11 +136,14 @@ def _cells(records: list[dict[str, Any]], labels: dict[str, str], metrics: dict[
                      "ci_high": summary.ci_high, "rank": math.nan,  # set from the bootstrap in `analyse`
                      "why": (others[0].get("reason") or others[0].get("error", "")) if others else ""})
         if values and len(values) < MIN_SEEDS:
-            notes.append(f"{task} / {strategy}: {len(values)} seed(s), fewer than {MIN_SEEDS}: "
-                         "its spread and confidence interval are unreliable or missing")
+            few_seeds[len(values)].append(f"{task} / {strategy}")
         if values and others:
             notes.append(f"{task} / {strategy}: {status_words(statuses)} of {len(cell)} runs; the cell "
                          f"summarises the {len(values)} completed")
+    for n, names in sorted(few_seeds.items()):
+        where = "every cell" if len(names) == len(by_cell) else f"{len(names)} cell(s): {', '.join(names)}"
+        notes.append(f"{n} seed(s), fewer than {MIN_SEEDS}, in {where}: spreads and confidence intervals "
+                     "there are unreliable or missing")
     return pd.DataFrame(rows)
 
 

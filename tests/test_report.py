@@ -109,7 +109,8 @@ def test_fewer_than_three_seeds_are_flagged(report: tuple[Path, dict[str, Any]])
     out, payload = report
     assert payload["summary"]["ner (f1)"]["constant_reward"].endswith("(n=2) †")
     assert payload["summary"]["ner (f1)"]["reinforce"].endswith("(n=3) ↑")
-    assert any("constant_reward: 2 seed(s), fewer than 3" in note for note in payload["notes"])
+    (note,) = [note for note in payload["notes"] if note.startswith("2 seed(s), fewer than 3, in ")]
+    assert "ner / constant_reward" in note and "ner / reinforce" not in note
     assert "Warnings" in (out / "index.html").read_text()
 
 
@@ -168,7 +169,7 @@ def test_cli_report_and_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixtur
     write_store(tmp_path / "store", records)
     main(["report", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--resamples", "50"])
     printed = capsys.readouterr().out
-    assert "## sentiment" in printed and "warning: sentiment / constant_reward" in printed
+    assert "## sentiment" in printed and "warning: 2 seed(s), fewer than 3, in " in printed
     assert (tmp_path / "out" / "index.html").exists()
     main(["leaderboard", "--store", str(tmp_path / "store"), "--format", "latex", "--resamples", "50"])
     printed = capsys.readouterr().out
