@@ -168,7 +168,9 @@ def leaderboard(a: Analysis, task: str) -> Table:
         data.append(numbers)
     return Table(f"leaderboard_{task}", f"Leaderboard: {task} (ranked by test {metric})",
                  _drop_empty(pd.DataFrame(display)), pd.DataFrame(data),
-                 legend=f"Equal ranks: not significantly different. * Holm-adjusted p < {ALPHA}. {FEW_SEEDS} fewer "
+                 legend=f"Equal ranks: not significantly below the best strategy of the group (its comparisons "
+                        f"Holm-adjusted together), so two members may still differ from each other, e.g. "
+                        f"one may be significantly below ce in the Δ column. * Holm-adjusted p < {ALPHA}. {FEW_SEEDS} fewer "
                         f"than {MIN_SEEDS} seeds. seed sd: the seed-to-seed spread to weigh Δ against.")
 
 
