@@ -6,7 +6,6 @@ import dataclasses
 import datetime
 import shlex
 import sys
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -111,20 +110,18 @@ def cmd_run(args: argparse.Namespace) -> None:
         todo.append((label, cfg))
     if not todo:
         return
-    jobs = args.jobs or default_jobs()
+    jobs = None if args.executor == "ray" else min(args.jobs or default_jobs(), len(todo))
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     with DeviceMonitor() as monitor:
         if args.executor == "ray":
             from harness.ray_executor import run_grid_ray
 
-            run_grid_ray(todo, store, source, address=args.address, gpus_per_run=args.gpus_per_run)
+            statuses = run_grid_ray(todo, store, source, address=args.address, gpus_per_run=args.gpus_per_run)
         else:
-            run_grid(todo, store, source, jobs=jobs, progress=not args.quiet)
+            statuses = run_grid(todo, store, source, jobs=jobs, progress=not args.quiet)
     summary = monitor.summary()
-    statuses = Counter(store.status(cfg.task, cfg.reward, cfg.run_hash()) or "missing" for _, cfg in todo)
     store.save_session({"started": started, "command": "python -m harness " + shlex.join(sys.argv[1:]),
-                        "grid": grid.name, "executor": args.executor,
-                        "jobs": None if args.executor == "ray" else min(jobs, len(todo)), "runs": len(todo),
+                        "grid": grid.name, "executor": args.executor, "jobs": jobs, "runs": len(todo),
                         "statuses": dict(statuses), "environment": runner.environment(), **summary})
     print(f"{grid.name}: {summary_line(summary, len(todo))}", file=sys.stderr)
 

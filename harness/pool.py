@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
@@ -70,21 +71,23 @@ def ready(cfg: RunConfig, unfinished: set[str]) -> bool:
 
 
 def run_grid(runs: list[tuple[str, RunConfig]], store: Store, source: DataSource, jobs: int = 1,
-             progress: bool = True, initializer: Callable[[], None] | None = None) -> None:
+             progress: bool = True, initializer: Callable[[], None] | None = None) -> Counter[str]:
     """Runs every (label, config): in this process when `jobs` (or the number of runs) is 1, else in
-    at most `jobs` workers.
+    at most `jobs` workers. Returns how many runs ended in each status.
 
     `initializer` (a picklable module-level function) runs once in each worker before its first
     run, e.g. to register strategies that are not built in. Workers show no progress bars.
     """
     jobs = min(jobs, len(runs))
-    if jobs <= 1:
-        for label, cfg in runs:
-            started = time.time()
-            record = runner.run_or_record_failure(cfg, store, source, progress=progress)
-            print(finished_line(label, record, time.time() - started), file=sys.stderr)
-        return
-    _Pool(store, source, jobs, initializer).run(runs)
+    if jobs > 1:
+        return _Pool(store, source, jobs, initializer).run(runs)
+    statuses: Counter[str] = Counter()
+    for label, cfg in runs:
+        started = time.time()
+        record = runner.run_or_record_failure(cfg, store, source, progress=progress)
+        statuses[record["status"]] += 1
+        print(finished_line(label, record, time.time() - started), file=sys.stderr)
+    return statuses
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -130,8 +133,9 @@ class _Pool:
     jobs: int
     initializer: Callable[[], None] | None
     workers: list[_Worker] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
 
-    def run(self, runs: list[tuple[str, RunConfig]]) -> None:
+    def run(self, runs: list[tuple[str, RunConfig]]) -> Counter[str]:
         pending = list(runs)
         unfinished = {cfg.run_hash() for _, cfg in runs}
         print(f"pool: {self.jobs} workers, {self._threads()} CPU threads each", file=sys.stderr)
@@ -148,6 +152,7 @@ class _Pool:
             self._stop(graceful=True)
         finally:
             self._stop(graceful=False)
+        return self.statuses
 
     def _threads(self) -> int:
         """CPU threads per worker: the cores shared out, so N workers do not oversubscribe them."""
@@ -193,6 +198,7 @@ class _Pool:
             self.store.save(record)
             self.workers.remove(worker)
         worker.current = None
+        self.statuses[record["status"]] += 1
         unfinished.discard(cfg.run_hash())
         print(finished_line(label, record, time.time() - started), file=sys.stderr)
 

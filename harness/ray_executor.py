@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,8 +63,9 @@ def execute(cfg: RunConfig, source: DataSource, parent_checkpoint: bytes | None,
 
 
 def run_grid_ray(runs: list[tuple[str, RunConfig]], store: Store, source: DataSource, address: str | None = None,
-                 gpus_per_run: float | None = None, initializer: Callable[[], None] | None = None) -> None:
+                 gpus_per_run: float | None = None, initializer: Callable[[], None] | None = None) -> Counter[str]:
     """Runs every (label, config) as a Ray task; records and checkpoints are written here, on the driver.
+    Returns how many runs ended in each status.
 
     Connects to `address` ("auto", "ray://host:10001", ...) or, without one, to the Ray instance this
     process already started, else starts a local one. `gpus_per_run`: GPUs each run asks for (default:
@@ -81,7 +83,7 @@ def run_grid_ray(runs: list[tuple[str, RunConfig]], store: Store, source: DataSo
         started_here = True
     try:
         if not runs:
-            return
+            return Counter()
         if gpus_per_run is None:
             gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         if gpus_per_run > 0 and ray.cluster_resources().get("GPU", 0) == 0:
@@ -89,15 +91,16 @@ def run_grid_ray(runs: list[tuple[str, RunConfig]], store: Store, source: DataSo
         task = ray.remote(execute).options(num_cpus=1, num_gpus=gpus_per_run, max_retries=1)
         print(f"ray: {len(runs)} runs, {gpus_per_run:g} GPU each; cluster {ray.cluster_resources()}",
               file=sys.stderr)
-        _drive(ray, task, runs, store, source, initializer)
+        return _drive(ray, task, runs, store, source, initializer)
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _drive(ray: Any, task: Any, runs: list[tuple[str, RunConfig]], store: Store, source: DataSource,
-           initializer: Callable[[], None] | None) -> None:
+           initializer: Callable[[], None] | None) -> Counter[str]:
     pending = list(runs)
+    statuses: Counter[str] = Counter()
     unfinished = {cfg.run_hash() for _, cfg in runs}
     in_flight: dict[Any, tuple[str, RunConfig, float]] = {}
     shipped: dict[str, Any] = {}  # parent run hash -> its checkpoint in Ray's object store
@@ -122,11 +125,13 @@ def _drive(ray: Any, task: Any, runs: list[tuple[str, RunConfig]], store: Store,
 
                 store.save_checkpoint(cfg.run_hash(), load(checkpoint))
             store.save(record)
+            statuses[record["status"]] += 1
             unfinished.discard(cfg.run_hash())
             print(finished_line(label, record, time.time() - started), file=sys.stderr)
     finally:
         for ref in in_flight:  # Ctrl-C or an error: stop what still runs; it leaves no record
             ray.cancel(ref, force=True)
+    return statuses
 
 
 def _parent_checkpoint(ray: Any, cfg: RunConfig, store: Store, shipped: dict[str, Any]) -> Any:

@@ -170,8 +170,9 @@ def leaderboard(a: Analysis, task: str) -> Table:
                  _drop_empty(pd.DataFrame(display)), pd.DataFrame(data),
                  legend=f"Equal ranks: not significantly below the best strategy of the group (its comparisons "
                         f"Holm-adjusted together), so two members may still differ from each other, e.g. "
-                        f"one may be significantly below ce in the Δ column. * Holm-adjusted p < {ALPHA}. {FEW_SEEDS} fewer "
-                        f"than {MIN_SEEDS} seeds. seed sd: the seed-to-seed spread to weigh Δ against.")
+                        f"one may be significantly below ce in the Δ column. * Holm-adjusted p < {ALPHA}. "
+                        f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds. seed sd: the seed-to-seed spread to weigh "
+                        f"Δ against.")
 
 
 def _interval(cell: pd.Series) -> str:
@@ -256,8 +257,9 @@ def methods(a: Analysis) -> list[str]:
         "with a reward that says nothing about the output.",
         "Ranks: strategies sorted by mean; the best unranked strategy and those after it that are not "
         "significantly worse (pairwise paired bootstrap, Holm over the leader's comparisons) share a rank.",
-        "Overall: mean rank over the tasks a strategy is ranked on; gain = 100·(mean − mean_ce)/mean_ce, "
-        "averaged over tasks.",
+        "Overall: mean rank over the tasks a strategy is ranked on; over the tasks with a ce cell, the mean "
+        "of Δ = mean − mean_ce in metric points and of the normalised change (Marx & Cummings 2007): "
+        "100·Δ/(100 − mean_ce) for a gain, 100·Δ/mean_ce for a loss.",
         f"Guards: for generated text, mean length in words, rep-{REPETITION_N} (share of an output's word "
         f"{REPETITION_N}-grams repeating an earlier one) and the share of empty outputs; for sampling strategies, "
         "KL to the starting model and policy entropy, training means of the selected epoch.",

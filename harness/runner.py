@@ -195,9 +195,9 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
                                       total_steps=total_steps, forward=kinds.forward, policy=policy,
                                       reference=reference)
                     out = strategy.loss(logits, part, ctx)
-                (out.loss if len(parts) == 1 else out.loss / len(parts)).backward()
+                (out.loss / len(parts)).backward()
                 for name, value in {"loss": out.loss.detach(), **out.terms}.items():  # micro-batch mean
-                    terms[name] = value if len(parts) == 1 else terms.get(name, 0) + value.float() / len(parts)
+                    terms[name] = terms.get(name, 0) + value.float() / len(parts)
                 del logits, out
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
             optimizer.step()

@@ -132,8 +132,9 @@ class KindPolicy:
 
     Classification samples one label per input; tagging one tag per scored word position;
     seq2seq a whole output sequence (ancestral sampling with the KV cache, then a teacher-forced
-    pass to get differentiable log-probabilities), at most `sample_length(batch)` tokens long. Samples of one input are adjacent
-    (`index` = arange(B).repeat_interleave(K)), so per-input groups are a `view(B, K)`.
+    pass to get differentiable log-probabilities), at most `sample_length(batch)` tokens long.
+    Samples of one input are adjacent (`index` = arange(B).repeat_interleave(K)), so per-input
+    groups are a `view(B, K)`.
     """
 
     # Pure ancestral sampling: no truncation and none of the model's own repetition constraints,

@@ -131,7 +131,7 @@ def test_valid_run_reaches_the_runner(store, capsys, data_dir, monkeypatch):
     assert cfg.data["kind"] == "local" and len(cfg.data["md5"]["test"]) == 1
     assert "refused: fake runner" in capsys.readouterr().err
     (session,) = Store(store).sessions()  # the invocation's summary is the one file written
-    assert session["runs"] == 1 and session["statuses"] == {"missing": 1}, "the fake runner stored no record"
+    assert session["runs"] == 1 and session["statuses"] == {"refused": 1}, "as the (fake) runner returned"
     shutil.rmtree(store / "sessions")
 
 
