@@ -48,6 +48,7 @@ from tabulate import tabulate
 
 from harness.config import ConfigError, RunConfig, TrainSettings, load_grid, preset_path, settings_from
 from harness.data import Batches, DataSource, head, load_split
+from harness.manifest import package_version
 from harness.models import load_model, load_tokenizer
 from harness.runner import environment, evaluate, generation_settings, run, seed_everything
 from harness.store import Store
@@ -165,7 +166,7 @@ def median_figures(measurements: list[dict[str, Any]]) -> dict[str, Any]:
 def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seed: int = 1,
           peak_tflops: float = H100_BF16_DENSE_TFLOPS, repeats: int = 1) -> dict[str, Any]:
     """Runs both systems on the same slice; returns their figures, the floor and the ratios."""
-    if _version("accelerate") is None:  # the Trainer needs it; fail before minutes of harness training
+    if package_version("accelerate") is None:  # the Trainer needs it; fail before minutes of harness training
         raise ConfigError("harness bench compares against the Hugging Face Trainer, which needs accelerate: "
                           "pip install -e '.[bench]' (scripts/setup.sh installs it)")
     task = get_task(task_name)
@@ -208,7 +209,7 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seed: i
             "repeats": repeats, "systems": systems, "ratio_harness_to_trainer": ratio, "measurements": measurements,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": {k: env[k] for k in ("harness", "git_commit", "python", "torch", "transformers", "datasets")}
-                        | {"accelerate": _version("accelerate"), "platform": platform.platform()}}
+                        | {"accelerate": package_version("accelerate"), "platform": platform.platform()}}
 
 
 def _cpu_name() -> str:
@@ -224,15 +225,6 @@ def _cpu_name() -> str:
 
 def _ratio(a: Any, b: Any) -> float | None:
     return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def table(result: dict[str, Any]) -> str:

@@ -21,7 +21,8 @@ REPORT_LIBRARIES = ("torch", "transformers", "datasets", "sacrebleu", "rouge-sco
 _ENVIRONMENT_LIBRARIES = ("harness", "python", "torch", "transformers", "datasets")
 
 
-def _git(*args: str) -> str | None:
+def git(*args: str) -> str | None:
+    """`git ARGS` in the harness's checkout, its output; None outside a checkout or without git."""
     try:
         done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
                               cwd=Path(__file__).resolve().parent)
@@ -38,7 +39,8 @@ def _distinct(values: list[Any]) -> list[Any]:
     return list(seen.values())
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
+    """The installed version of `package`, or None."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -78,11 +80,11 @@ def manifest(records: list[dict[str, Any]], command: str, statistics: dict[str, 
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "rerun": "python -m harness run --grid --grid-file grid.yaml  (grid.yaml is written next to this file)",
-        "code": {"harness_version": __version__, "git_commit": _git("rev-parse", "HEAD"),
-                 "git_dirty": bool(_git("status", "--porcelain")),
+        "code": {"harness_version": __version__, "git_commit": git("rev-parse", "HEAD"),
+                 "git_dirty": bool(git("status", "--porcelain")),
                  "runs_git_commits": sorted({str(e.get("git_commit")) for e in environments}),
                  "runs_harness_versions": sorted({r["config"]["harness_version"] for r in records})},
-        "libraries": {"report": {p: _version(p) for p in REPORT_LIBRARIES},
+        "libraries": {"report": {p: package_version(p) for p in REPORT_LIBRARIES},
                       "runs": _distinct([{k: e.get(k) for k in _ENVIRONMENT_LIBRARIES} for e in environments])},
         "hardware": _distinct([{"device": e.get("device"), "platform": e.get("platform")} for e in environments]),
         "data": {task: _distinct([r["config"]["data"] for r in runs]) for task, runs in sorted(by_task.items())},

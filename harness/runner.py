@@ -11,11 +11,9 @@ import gc
 import math
 import platform
 import random
-import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 from harness import __version__
 from harness.config import RunConfig
 from harness.data import Batches, DataSource, head, load_split
+from harness.manifest import git
 from harness.models import load_model, load_tokenizer
 from harness.store import Store
 from rewards.base import REWARDS, StepContext, build_reward
@@ -48,13 +47,7 @@ def environment() -> dict[str, Any]:
     import datasets
     import transformers
 
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5)
-        commit = done.stdout.strip() if done.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"harness": __version__, "git_commit": commit, "python": platform.python_version(),
+    return {"harness": __version__, "git_commit": git("rev-parse", "HEAD"), "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__,
             "datasets": datasets.__version__, "platform": platform.platform(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"}

@@ -1,13 +1,16 @@
-"""Shared test helpers: tiny grids over slices of the real data."""
+"""Shared test helpers: tiny grids over slices of the real data, and reward-parameter checks."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from harness.config import RunConfig, expand, load_grid
 from harness.data import DataSource
+from rewards.base import RewardStrategy, build_reward
 from tasks.base import get_task
 
 
@@ -28,3 +31,15 @@ def configs(grid_path: Path, data_dir: Path) -> tuple[list[RunConfig], DataSourc
     grid = load_grid(grid_path)
     source = DataSource(data_dir=data_dir)
     return expand(grid, {t: source.describe(get_task(t)) for t in grid.tasks}), source
+
+
+def check_declared_params(name: str) -> RewardStrategy:
+    """Every parameter of strategy `name` has help text, and a value below its minimum is refused
+    with an error naming it; returns the strategy built with its defaults."""
+    strategy = build_reward(name)
+    for f in dataclasses.fields(strategy):
+        assert f.metadata["help"], f"{name}.{f.name} has no help text"
+        if f.metadata["min"] is not None:
+            with pytest.raises(ValueError, match=f.name):
+                build_reward(name, {f.name: f.metadata["min"] - 1})
+    return strategy

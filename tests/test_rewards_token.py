@@ -2,7 +2,6 @@
 parameter validation and the documented formulas, on CPU with hand-made logits."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -12,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from rewards.base import IGNORE, LossOutput, build_reward
+from tests.helpers import check_declared_params
 
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 TASKS = {
@@ -369,13 +369,8 @@ def test_soft_f1_formulas() -> None:
 
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_parameters_are_declared_and_validated(name: str) -> None:
-    strategy = build_reward(name)
+    strategy = check_declared_params(name)
     assert strategy.family == ("metric" if name in ("soft_f1", "dice", "expected_accuracy") else "token")
-    for f in dataclasses.fields(strategy):
-        assert f.metadata["help"], f"{name}.{f.name} has no help text"
-        if f.metadata["min"] is not None:
-            with pytest.raises(ValueError, match=f.name):
-                build_reward(name, {f.name: f.metadata["min"] - 1})
     with pytest.raises(KeyError, match="no_such_param"):
         build_reward(name, {"no_such_param": 1})
 
