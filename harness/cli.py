@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from harness.config import ConfigError, expand, list_presets, load_grid, preset_path
-from harness.data import DataSource, default_data_dir
-from harness.monitor import DeviceMonitor, summary_line
+from harness.run.data import DataSource, default_data_dir
+from harness.grid.monitor import DeviceMonitor, summary_line
 from harness.store import Store, StoreError, default_store
 
 
@@ -22,7 +22,7 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from harness.models import ALIASES
+    from harness.run.models import ALIASES
     from rewards.base import REWARDS
     from tasks.base import TASKS, get_task
 
@@ -58,8 +58,8 @@ def _choose_grid(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from harness import runner
-    from harness.pool import default_jobs, run_grid
+    from harness.environment import environment
+    from harness.grid.pool import default_jobs, run_grid
     from tasks.base import get_task
 
     if args.jobs is not None and args.jobs < 1:
@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.gpus_per_run is not None and args.gpus_per_run < 0:
         raise ConfigError(f"--gpus-per-run must be 0 or more, got {args.gpus_per_run}")
     if args.executor == "ray":
-        from harness.ray_executor import import_ray
+        from harness.grid.ray_executor import import_ray
 
         import_ray()  # missing Ray fails here, before anything is read or written
     if not args.grid_mode and not (args.task and args.reward):
@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     with DeviceMonitor() as monitor:
         if args.executor == "ray":
-            from harness.ray_executor import run_grid_ray
+            from harness.grid.ray_executor import run_grid_ray
 
             statuses = run_grid_ray(todo, store, source, address=args.address, gpus_per_run=args.gpus_per_run)
         else:
@@ -122,12 +122,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     summary = monitor.summary()
     store.save_session({"started": started, "command": "python -m harness " + shlex.join(sys.argv[1:]),
                         "grid": grid.name, "executor": args.executor, "jobs": jobs, "runs": len(todo),
-                        "statuses": dict(statuses), "environment": runner.environment(), **summary})
+                        "statuses": dict(statuses), "environment": environment(), **summary})
     print(f"{grid.name}: {summary_line(summary, len(todo))}", file=sys.stderr)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from harness import bench
+    from harness.run import bench
 
     overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                                    "lr": args.lr, "max_train": args.max_train, "max_eval": args.max_eval,
@@ -139,13 +139,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from harness.report import write_report
+    from harness.report.tables import write_report
 
     write_report(Store(args.store), Path(args.out), n_resamples=args.resamples)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
-    from harness.report import print_leaderboards
+    from harness.report.tables import print_leaderboards
 
     print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples)
 

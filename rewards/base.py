@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 import torch
 import torch.nn.functional as F
 
+from kinds.base import IGNORE, Policy, Samples  # noqa: F401  (re-exported for strategies)
+
 if TYPE_CHECKING:
     from tasks.base import Task
 
-IGNORE = -100
 ALL_KINDS = ("tagging", "classification", "seq2seq")
 
 
@@ -32,52 +33,6 @@ def param(default: Any, help: str, min: float | None = None, max: float | None =
           choices: tuple[Any, ...] | None = None) -> Any:
     """Declare a strategy parameter: its default, what it means and its valid range."""
     return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
-
-
-@dataclass
-class Samples:
-    """Outputs sampled from the policy, `num_samples` per input row, flattened to N rows.
-
-    actions: [N] label ids, or [N, L] tag ids / generated token ids.
-    mask:    same shape as actions; True where an action was taken (not padding).
-    logprob: [N] summed log-probability of each sample under the model, with gradient.
-    token_logprob: [N] or [N, L] per-action log-probabilities, with gradient.
-    index:   [N] the batch row each sample belongs to.
-    """
-
-    actions: torch.Tensor
-    mask: torch.Tensor
-    logprob: torch.Tensor
-    token_logprob: torch.Tensor
-    index: torch.Tensor
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.mask.reshape(self.mask.shape[0], -1).sum(-1)
-
-
-class Policy(Protocol):
-    """Sampling and scoring, implemented once per task kind in `tasks.kinds`."""
-
-    def sample(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor | None,
-               num_samples: int = 1, greedy: bool = False) -> Samples: ...
-
-    def log_prob(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], samples: Samples) -> Samples:
-        """Re-scores `samples` under `model` (e.g. the reference model), returning new log-probs."""
-        ...
-
-    def score(self, samples: Samples, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[N] the task's sentence-level metric in [0, 1] of each sample against its reference."""
-        ...
-
-    def token_correct(self, samples: Samples, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-action correctness against the reference: 1.0 / 0.0, shaped like `samples.actions`."""
-        ...
-
-    def features(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
-                 samples: Samples) -> tuple[Samples, torch.Tensor]:
-        """`samples` re-scored under `model`, and [N, D] features of each (input, output) pair."""
-        ...
 
 
 @dataclass

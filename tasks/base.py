@@ -2,7 +2,7 @@
 
 A task is data (where its files live, how its rows look, which metric scores it) plus the few
 functions that differ between tasks. Everything that differs only by *kind* of model (tagging,
-classification, sequence-to-sequence) lives in `tasks.kinds`, so a new task is usually one small
+classification, sequence-to-sequence) lives in `kinds`, so a new task is usually one small
 `register_task(Task(...))` call, in the spirit of lm-evaluation-harness task configs.
 
 Canonical rows, whatever the source (local files or the Hub):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness.config import RunConfig, expand, load_grid
-from harness.data import DataSource
+from harness.run.data import DataSource
 from rewards.base import RewardStrategy, build_reward
 from tasks.base import get_task
 

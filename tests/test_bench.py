@@ -8,9 +8,9 @@ import datasets
 import pytest
 import torch
 
-from harness.bench import Floor, matmul_parameters, median_figures, training_floor
+from harness.run.bench import Floor, matmul_parameters, median_figures, training_floor
 from harness.cli import main
-from harness.models import load_model, load_tokenizer
+from harness.run.models import load_model, load_tokenizer
 from tasks.base import get_task
 
 

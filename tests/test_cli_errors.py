@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import harness.runner
+import harness.run.recipe
 import rewards  # noqa: F401  (registers the built-in strategies)
 from harness.cli import main
 from harness.config import list_presets, load_grid, preset_path
@@ -32,7 +32,7 @@ def store(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the command should have failed before training")
 
-    monkeypatch.setattr(harness.runner, "run_or_record_failure", no_training)
+    monkeypatch.setattr(harness.run.recipe, "run_or_record_failure", no_training)
     path = tmp_path / "store"
     yield path
     for untouched in (path, tmp_path / "env-store", tmp_path / "runs", tmp_path / "cache"):
@@ -121,7 +121,7 @@ def test_valid_run_reaches_the_runner(store, capsys, data_dir, monkeypatch):
         seen.append(cfg)
         return {"status": "refused", "reason": "fake runner"}
 
-    monkeypatch.setattr(harness.runner, "run_or_record_failure", fake_runner)
+    monkeypatch.setattr(harness.run.recipe, "run_or_record_failure", fake_runner)
     main(["run", "--preset", "smoke", "--task", "sentiment", "--reward", "focal", "--seed", "3",
           "--max-train", "8", "--data-dir", str(data_dir), "--store", str(store), "--quiet"])
     (cfg,) = seen

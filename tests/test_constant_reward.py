@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import torch
 
 from rewards.base import StepContext, build_reward
-from tasks import kinds
-from tasks.kinds import KindPolicy
+import kinds
+from kinds import KindPolicy
 
 TASK = SimpleNamespace(name="toy", kind="classification", labels=("a", "b", "c"),
                        sentence_score=lambda pred, gold: float(pred == gold))

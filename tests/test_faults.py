@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from harness.cli import main
-from harness.runner import run_or_record_failure
+from harness.run.recipe import run_or_record_failure
 from harness.store import Store
 from rewards.ce import CrossEntropy
 from tests.helpers import configs, write_grid
@@ -55,7 +55,7 @@ def test_nan_loss_is_caught_at_the_next_logged_step(tmp_path, data_dir, temporar
                       max_eval=8, log_every=2)
     (cfg,), source = configs(grid, data_dir)
     evaluated = []
-    import harness.runner as runner
+    import harness.run.recipe as runner
     real_evaluate = runner.evaluate
     monkeypatch.setattr(runner, "evaluate", lambda *a, **k: evaluated.append(a[-1]) or real_evaluate(*a, **k))
     store = Store(tmp_path / "s")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import datasets
 import pytest
 
-from harness.data import DataSource, canonical_rows, load_split
-from harness.models import load_tokenizer
+from harness.run.data import DataSource, canonical_rows, load_split
+from harness.run.models import load_tokenizer
 from tasks.base import get_task
 
 NER_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]

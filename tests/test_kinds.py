@@ -6,10 +6,10 @@ import types
 import datasets
 import torch
 
-from harness.data import Batches
-from harness.models import load_tokenizer
+from harness.run.data import Batches
+from harness.run.models import load_tokenizer
 from rewards.base import IGNORE
-from tasks import kinds
+import kinds
 from tasks.base import get_task
 
 TOKENIZER = load_tokenizer("tiny-bert")

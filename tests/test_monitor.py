@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.monitor import DeviceMonitor, parse, summary_line
+from harness.grid.monitor import DeviceMonitor, parse, summary_line
 from harness.store import Store
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.pool import run_grid
-from harness.runner import parent_config
+from harness.grid.pool import run_grid
+from harness.run.recipe import parent_config
 from harness.store import Store
 from rewards.base import REWARDS, register_reward
 from rewards.ce import CrossEntropy

@@ -46,7 +46,7 @@ def _results(store) -> dict:
 
 
 def test_ray_grid_matches_the_local_executor(tmp_path, data_dir, local_ray, monkeypatch, capsys):
-    import harness.ray_executor as executor
+    import harness.grid.ray_executor as executor
 
     real = executor.run_grid_ray
     monkeypatch.setattr(executor, "run_grid_ray",

@@ -13,11 +13,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness import html
-from harness.analysis import analyse, repetition_rate, run_guards, strategy_labels
+from harness.report import page as html
+from harness.report.analysis import analyse, repetition_rate, run_guards, strategy_labels
 from harness.cli import main
 from harness.config import expand, load_grid
-from harness.report import write_report
+from harness.report.tables import write_report
 from tests.synthetic import completed, grid_records, write_store
 
 TASKS = ("ner", "sentiment", "translation")

@@ -13,12 +13,12 @@ import pytest
 import scipy.stats
 import torch
 
-from harness.models import load_model, load_tokenizer
+from harness.run.models import load_model, load_tokenizer
 from rewards._sampling import preferences, spearman
 from rewards.base import IGNORE, LossOutput, RewardStrategy, StepContext, build_reward
-from tasks import kinds
+import kinds
 from tasks.base import get_task
-from tasks.kinds import KindPolicy
+from kinds import KindPolicy
 from tests.helpers import check_declared_params
 
 STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.runner import run, run_or_record_failure
+from harness.run.recipe import run, run_or_record_failure
 from harness.store import Store
 from rewards.ce import CrossEntropy
 from tests.helpers import configs, write_grid
@@ -85,9 +85,8 @@ def test_killed_grid_leaves_no_partial_record_and_rerun_completes(tmp_path, data
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not list((store / "records").rglob("*.json")):
-        time.sleep(0.2)
-    time.sleep(1.0)  # now inside a later run
-    proc.send_signal(signal.SIGKILL)
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # at once: a warm cache can finish a run in about a second
     proc.wait()
     finished = list((store / "records").rglob("*.json"))
     assert 1 <= len(finished) < 4, "the kill should land between the first and the last run"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from harness import stats
-from harness.analysis import normalised_change
+from harness.report import stats
+from harness.report.analysis import normalised_change
 from tasks.base import get_task
 from tests.synthetic import predictions, references
 

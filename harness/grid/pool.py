@@ -2,7 +2,7 @@
 
 The default models are small, so one run leaves a GPU mostly waiting on kernel launches; N
 processes, each with its own interpreter and CUDA context, each running whole runs through
-`harness.runner.run_or_record_failure`, keep it busy. Processes are started with `spawn` (CUDA
+`harness.run.recipe.run_or_record_failure`, keep it busy. Processes are started with `spawn` (CUDA
 cannot be used in a forked child) and live for the whole grid, so the imports and the CUDA
 context are paid once per worker, not once per run.
 
@@ -31,9 +31,9 @@ from typing import Any, Callable
 
 import torch
 
-from harness import runner
+from harness.run import recipe as runner
 from harness.config import RunConfig
-from harness.data import DataSource
+from harness.run.data import DataSource
 from harness.store import Store
 
 # GPU memory set aside per worker when --jobs is not given: the CUDA context (~0.5 GiB) plus a run
@@ -65,7 +65,7 @@ def finished_line(label: str, record: dict[str, Any], seconds: float) -> str:
 
 def ready(cfg: RunConfig, unfinished: set[str]) -> bool:
     """Whether `cfg` may start: its parent run (init_from), if any, is not among the grid's unfinished
-    run hashes. Shared by the pool and the Ray executor (`harness.ray_executor`)."""
+    run hashes. Shared by the pool and the Ray executor (`harness.grid.ray_executor`)."""
     parent = runner.parent_config(cfg)
     return parent is None or parent.run_hash() not in unfinished
 

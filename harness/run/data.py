@@ -19,12 +19,12 @@ from typing import Any, Iterator
 import datasets
 import torch
 
-from harness.models import tokenizer_identity
-from tasks import kinds
+from harness.run.models import tokenizer_identity
+import kinds
 from tasks.base import SPLITS, Task
 from tasks.formats import DATA_DIR_FIX, DataFormatError
 
-ENCODING_VERSION = 1  # bump when `tasks.kinds.encode` changes what it produces
+ENCODING_VERSION = 1  # bump when `kinds.encode` changes what it produces
 datasets.disable_progress_bars()
 
 

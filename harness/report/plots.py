@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from harness.analysis import BASELINE, CONTROL, Analysis  # noqa: E402
+from harness.report.analysis import BASELINE, CONTROL, Analysis  # noqa: E402
 
 _COLOURS = {BASELINE: "#444444", CONTROL: "#bbbbbb"}
 _PALETTE = matplotlib.colormaps["tab20"]

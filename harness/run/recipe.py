@@ -9,7 +9,6 @@ import copy
 import dataclasses
 import gc
 import math
-import platform
 import random
 import sys
 import time
@@ -23,12 +22,12 @@ from transformers import get_linear_schedule_with_warmup
 
 from harness import __version__
 from harness.config import RunConfig
-from harness.data import Batches, DataSource, head, load_split
-from harness.manifest import git
-from harness.models import load_model, load_tokenizer
+from harness.run.data import Batches, DataSource, head, load_split
+from harness.environment import environment
+from harness.run.models import load_model, load_tokenizer
 from harness.store import Store
 from rewards.base import REWARDS, StepContext, build_reward
-from tasks import kinds
+import kinds
 from tasks.base import Task, get_task
 from tasks.formats import DataFormatError
 
@@ -41,16 +40,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def environment() -> dict[str, Any]:
-    import datasets
-    import transformers
-
-    return {"harness": __version__, "git_commit": git("rev-parse", "HEAD"), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "datasets": datasets.__version__, "platform": platform.platform(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"}
 
 
 def generation_settings(task: Task, cfg: RunConfig) -> dict[str, Any]:

@@ -8,7 +8,7 @@ weights, epochs, batch size, learning rate, warm-up steps, weight decay and grad
            (DataCollatorForTokenClassification / DataCollatorWithPadding / DataCollatorForSeq2Seq),
            the default optimiser (AdamW) and linear schedule, random batches, no evaluation or
            saving during training, nothing sent anywhere (report_to="none").
-  harness  `harness.runner.run` with the `ce` strategy into a temporary store: validation after
+  harness  `harness.run.recipe.run` with the `ce` strategy into a temporary store: validation after
            every epoch, selection of the best epoch and the checkpoint that other strategies start
            from are part of its wall time, as in every grid run; its training time excludes them.
 
@@ -47,10 +47,10 @@ import torch
 from tabulate import tabulate
 
 from harness.config import ConfigError, RunConfig, TrainSettings, load_grid, preset_path, settings_from
-from harness.data import Batches, DataSource, head, load_split
-from harness.manifest import package_version
-from harness.models import load_model, load_tokenizer
-from harness.runner import environment, evaluate, generation_settings, run, seed_everything
+from harness.run.data import Batches, DataSource, head, load_split
+from harness.environment import environment, package_version
+from harness.run.models import load_model, load_tokenizer
+from harness.run.recipe import evaluate, generation_settings, run, seed_everything
 from harness.store import Store
 from tasks.base import Task, get_task
 
@@ -146,7 +146,7 @@ def _release(device: torch.device) -> None:
 
 
 def run_harness(cfg: RunConfig, source: DataSource, device: torch.device) -> dict[str, Any]:
-    """`harness.runner.run` into a temporary store, reduced to the figures the Trainer also has."""
+    """`harness.run.recipe.run` into a temporary store, reduced to the figures the Trainer also has."""
     load, started = os.getloadavg()[0], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         record = run(cfg, Store(tmp), source, device, progress=False)

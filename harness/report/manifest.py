@@ -7,28 +7,17 @@ table can be traced to what made it.
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
-import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
 from harness import __version__
+from harness.environment import git, package_version
 
 REPORT_LIBRARIES = ("torch", "transformers", "datasets", "sacrebleu", "rouge-score", "seqeval", "numpy",
                     "scipy", "pandas", "matplotlib", "tabulate")
 _ENVIRONMENT_LIBRARIES = ("harness", "python", "torch", "transformers", "datasets")
-
-
-def git(*args: str) -> str | None:
-    """`git ARGS` in the harness's checkout, its output; None outside a checkout or without git."""
-    try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _distinct(values: list[Any]) -> list[Any]:
@@ -37,14 +26,6 @@ def _distinct(values: list[Any]) -> list[Any]:
     for value in values:
         seen.setdefault(json.dumps(value, sort_keys=True, default=str), value)
     return list(seen.values())
-
-
-def package_version(package: str) -> str | None:
-    """The installed version of `package`, or None."""
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def grid(records: list[dict[str, Any]]) -> dict[str, Any]:

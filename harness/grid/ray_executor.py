@@ -2,12 +2,12 @@
 
 Each cell is one Ray task asking for `gpus_per_run` GPUs (fractional: several small runs share a
 GPU) and one CPU; Ray spreads them over the cluster's nodes. A worker runs the cell with
-`harness.runner.run_or_record_failure` into a temporary store of its own and returns the record (and,
+`harness.run.recipe.run_or_record_failure` into a temporary store of its own and returns the record (and,
 for a run other strategies start from, its checkpoint bytes) to the driver, which writes them into
 the results store: no shared file system is needed for results. The data (`--data-dir`) must exist
 at the same path on every node, or come from the Hub.
 
-Order, as in the local pool (`harness.pool.ready`): a run whose strategy starts from another run's
+Order, as in the local pool (`harness.grid.pool.ready`): a run whose strategy starts from another run's
 checkpoint (`init_from`) is submitted only once that run's record is in the store; the parent's
 checkpoint is put into Ray's object store once and shipped to every worker that needs it. Resuming
 works as with the local executor: the driver writes each record atomically as it arrives, so killing
@@ -25,10 +25,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import runner
+from harness.run import recipe as runner
 from harness.config import ConfigError, RunConfig
-from harness.data import DataSource
-from harness.pool import finished_line, ready
+from harness.run.data import DataSource
+from harness.grid.pool import finished_line, ready
 from harness.store import Store
 
 # Environment passed to the workers (a remote node does not inherit the driver's).

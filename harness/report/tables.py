@@ -26,9 +26,9 @@ import pandas as pd
 import yaml
 from tabulate import tabulate
 
-from harness import html, plots
-from harness.analysis import ALPHA, BASELINE, CONTROL, MIN_SEEDS, REPETITION_N, Analysis, analyse, status_words
-from harness.manifest import grid, manifest
+from harness.report import page as html, plots
+from harness.report.analysis import ALPHA, BASELINE, CONTROL, MIN_SEEDS, REPETITION_N, Analysis, analyse, status_words
+from harness.report.manifest import grid, manifest
 from harness.store import Store
 
 FEW_SEEDS = "†"

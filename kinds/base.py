@@ -8,15 +8,62 @@ their data and metrics (`tasks.base.Task`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from rewards.base import IGNORE, Samples
 from tasks.base import Task
 
+IGNORE = -100  # the label of positions that are not scored (PyTorch's cross-entropy ignore_index)
 MODEL_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+
+
+@dataclass
+class Samples:
+    """Outputs sampled from the policy, `num_samples` per input row, flattened to N rows.
+
+    actions: [N] label ids, or [N, L] tag ids / generated token ids.
+    mask:    same shape as actions; True where an action was taken (not padding).
+    logprob: [N] summed log-probability of each sample under the model, with gradient.
+    token_logprob: [N] or [N, L] per-action log-probabilities, with gradient.
+    index:   [N] the batch row each sample belongs to.
+    """
+
+    actions: torch.Tensor
+    mask: torch.Tensor
+    logprob: torch.Tensor
+    token_logprob: torch.Tensor
+    index: torch.Tensor
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.reshape(self.mask.shape[0], -1).sum(-1)
+
+
+class Policy(Protocol):
+    """Sampling and scoring, implemented once per task kind in `kinds`."""
+
+    def sample(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor | None,
+               num_samples: int = 1, greedy: bool = False) -> Samples: ...
+
+    def log_prob(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], samples: Samples) -> Samples:
+        """Re-scores `samples` under `model` (e.g. the reference model), returning new log-probs."""
+        ...
+
+    def score(self, samples: Samples, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[N] the task's sentence-level metric in [0, 1] of each sample against its reference."""
+        ...
+
+    def token_correct(self, samples: Samples, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-action correctness against the reference: 1.0 / 0.0, shaped like `samples.actions`."""
+        ...
+
+    def features(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                 samples: Samples) -> tuple[Samples, torch.Tensor]:
+        """`samples` re-scored under `model`, and [N, D] features of each (input, output) pair."""
+        ...
 
 
 # ---- encoding and batching ------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """From run records to the numbers a report shows: seed summaries, significance against the `ce`
 baseline and the constant-reward control, tied ranks, the cross-task leaderboard, guard metrics
-and cost. Only numbers, in DataFrames with NaN where a cell has no value; `harness.report`
+and cost. Only numbers, in DataFrames with NaN where a cell has no value; `harness.report.tables`
 formats and writes them.
 
 A cell is one task × strategy. A strategy is a reward name, with its parameters appended when
@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from harness import stats
+from harness.report import stats
 from rewards.base import REWARDS
 from rewards.constant_reward import ConstantReward
 from tasks.base import get_task
