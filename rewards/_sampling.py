@@ -146,12 +146,12 @@ def chosen_minus_rejected(values: torch.Tensor, chosen: torch.Tensor) -> torch.T
 # ---- a learned reward r_φ(x, y) (reward_model, rlhf) ----------------------------------------
 
 class RewardHead(torch.nn.Module):
-    """r_φ: LayerNorm → Linear → GELU → Linear over `KindPolicy.features`, with its own Adam.
+    """r_φ: LayerNorm → Linear → GELU → Linear over the policy's `features`, with its own Adam.
 
     The LayerNorm puts hidden states, one-hot blocks and log-probabilities on one scale. The
-    runner's optimiser covers only the model, so the head carries its optimiser and is stepped
-    inside the strategy's `loss`, from a backward pass of its own over detached features (which
-    never reaches the model's gradients).
+    recipe's optimiser covers only the model, so the head carries its optimiser and is stepped in
+    the strategy's `after_step` hook, from a backward pass of its own over detached features
+    (which never reaches the model's gradients).
     """
 
     def __init__(self, dim: int, lr: float):
@@ -173,17 +173,24 @@ class RewardHead(torch.nn.Module):
 class LearnedRewardStrategy(SamplingStrategy):
     """A sampling strategy whose reward comes from a head r_φ(x, y) trained online on the samples.
 
-    Features come from the frozen reference model (`KindPolicy.features`: pooled input, the
+    Features come from the frozen reference model (the policy's `features`: pooled input, the
     output's embedding, the reference's confidence in it), so they do not drift as the policy
     trains. Each step the head first predicts the rewards of the fresh samples — those
     predictions drive the policy and the rm_* diagnostics, as for unlabelled samples — and
-    then takes one Adam step on them.
+    then, after the policy's optimiser step (`after_step`), takes one Adam step on them (on the
+    mean of its micro-batches' losses under gradient accumulation).
     """
 
     rm_lr: float = param(1e-3, "learning rate of the reward head's own Adam optimiser", min=0.0)
 
     def __post_init__(self) -> None:
         self.head: RewardHead | None = None  # created on the first step, on the features' device
+        self.head_losses: list[torch.Tensor] = []  # this step's, fitted in after_step
+
+    def after_step(self, ctx: StepContext) -> None:
+        if self.head_losses:
+            self.head.fit(torch.stack(self.head_losses).mean() if len(self.head_losses) > 1 else self.head_losses[0])
+            self.head_losses = []
 
     def learned_reward(self, ctx: StepContext, batch: dict[str, Any], samples: Samples,
                        head_loss: Callable[[torch.Tensor], torch.Tensor]
@@ -196,5 +203,5 @@ class LearnedRewardStrategy(SamplingStrategy):
         with torch.autocast(features.device.type, enabled=False):
             predicted = self.head(features.float())
             loss = head_loss(predicted)
-            self.head.fit(loss)
+        self.head_losses.append(loss)
         return rescored.logprob, predicted.detach(), loss.detach()

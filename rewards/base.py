@@ -1,22 +1,30 @@
 """The reward-strategy interface and its registry (modelled on fairseq's `criterions/`).
 
 A strategy is a dataclass whose fields are its parameters (with defaults, help and ranges),
-registered by name with `@register_reward("name")`. Each training step the runner calls
-`strategy.loss(logits, batch, ctx)`: `logits` are the model's outputs for the batch
-(classification [B, C]; tagging [B, T, C]; seq2seq teacher-forced decoder [B, T, V]) and
-`batch["labels"]` the gold classes with -100 on positions that are not scored. The strategy
-returns the loss to minimise and named, detached diagnostic terms that the runner logs.
+registered by name with `@register_reward("name")`. The recipe (`harness.run.recipe`) calls, per run
+and per batch:
 
-Everything a strategy may need beyond the batch comes through `StepContext`: the model and
-tokenizer, the task (and its sentence-level metric), a frozen reference model when the strategy
-sets `needs_reference`, and a `Policy` that samples outputs from the model and scores them with
-the task's own metric, the same way for labels, tag sequences and generated text.
+  start(ctx)                 once per run, before the first step (run-level state: heads, buffers)
+  rollout(batch, ctx)        once per batch (per micro-batch under gradient accumulation), without
+                             gradient, before its updates: e.g. samples and their old log-probs
+  loss(logits, batch, ctx)   for each of the batch's `updates` optimiser steps (`ctx.rollout` holds
+                             the rollout, `ctx.update` counts the updates): the loss and named,
+                             detached diagnostic terms the recipe logs
+  after_step(ctx)            after every optimiser step (e.g. a learned reward's own update)
+
+`logits` are the model's outputs for the batch (classification [B, C]; tagging [B, T, C]; generated
+sequences: teacher-forced [B, T, V]) and `batch["labels"]` the gold classes with IGNORE (-100) on
+positions that are not scored. Everything a strategy may need beyond the batch comes through
+`StepContext`: the model and tokenizer, the task and its model kind, a frozen reference model when
+the strategy sets `needs_reference`, and the kind's `Policy`, which samples outputs and scores them
+with the task's own metric, the same way for labels, tag sequences and generated text.
+Imports the kind layer (`kinds`), never the harness.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +32,8 @@ import torch.nn.functional as F
 from kinds.base import IGNORE, Policy, Samples  # noqa: F401  (re-exported for strategies)
 
 if TYPE_CHECKING:
+    from kinds.base import ModelKind
     from tasks.base import Task
-
-ALL_KINDS = ("tagging", "classification", "seq2seq")
 
 
 def param(default: Any, help: str, min: float | None = None, max: float | None = None,
@@ -37,15 +44,21 @@ def param(default: Any, help: str, min: float | None = None, max: float | None =
 
 @dataclass
 class StepContext:
+    """What a strategy sees of its run; the recipe builds it once per run and replaces `step`,
+    `update` and `rollout` for each step."""
+
     task: "Task"
     model: torch.nn.Module
     tokenizer: Any
-    step: int
+    step: int  # optimiser steps taken so far
     total_steps: int
     # Teacher-forced logits of any model (the policy or the reference) on a batch.
     forward: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
     policy: Policy
     reference: torch.nn.Module | None = None
+    kind: "ModelKind | None" = None
+    update: int = 0  # which of the batch's `updates` optimiser steps this is
+    rollout: Any = None  # what `rollout` returned for this batch
 
 
 @dataclass
@@ -60,16 +73,28 @@ class RewardStrategy:
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = "token"  # token | metric | sampling
-    kinds: ClassVar[tuple[str, ...]] = ALL_KINDS
+    kinds: ClassVar[tuple[str, ...] | None] = None  # model kinds it supports; None: every kind
     needs_reference: ClassVar[bool] = False
     # Name of the strategy whose checkpoint (same task, model and seed) this one starts from.
     init_from: ClassVar[str | None] = None
+    # Optimiser steps taken on each batch (and its rollout): more than one for PPO epochs or GRPO.
+    updates: ClassVar[int] = 1
 
-    def refuses(self, task: "Task") -> str | None:
-        """Why this strategy cannot run on `task`, or None when it can."""
-        if task.kind not in self.kinds:
-            return f"reward {self.name!r} supports {', '.join(self.kinds)} tasks, not {task.kind} ({task.name})"
+    def refuses(self, task: "Task", kind: str) -> str | None:
+        """Why this strategy cannot run `task` as model kind `kind`, or None when it can."""
+        if self.kinds is not None and kind not in self.kinds:
+            return f"reward {self.name!r} supports {', '.join(self.kinds)} models, not {kind} ({task.name})"
         return None
+
+    def start(self, ctx: StepContext) -> None:
+        """Called once per run before the first step; `ctx.step` is 0."""
+
+    def rollout(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> Any:
+        """Called once per batch, under no_grad, before its `updates` steps; returns `ctx.rollout`."""
+        return None
+
+    def after_step(self, ctx: StepContext) -> None:
+        """Called after every optimiser step."""
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]

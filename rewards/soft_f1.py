@@ -14,28 +14,6 @@ def _soft_f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, smooth: float
     return torch.where(denominator > 0, ratio, 1.0)
 
 
-def _class_groups(task_kind: str, labels: tuple[str, ...], classes: int,
-                  device: torch.device) -> torch.Tensor:
-    """[C, K] 0/1 matrix mapping each output class to the K classes the F1 is macro-averaged over.
-
-    tagging: K entity types, B-X and I-X both map to X and O to none; classification: the
-    positive class 1 when C = 2, otherwise every class.
-    """
-    if task_kind == "tagging":
-        if len(labels) != classes:
-            raise ValueError(f"soft_f1: the task has {len(labels)} tags but the logits have "
-                             f"{classes} classes")
-        types = [tag.split("-", 1)[1] if "-" in tag else None for tag in labels]
-        names = list(dict.fromkeys(t for t in types if t is not None))
-        groups = torch.zeros(classes, len(names), device=device)
-        for index, entity in enumerate(types):
-            if entity is not None:
-                groups[index, names.index(entity)] = 1.0
-        return groups
-    eye = torch.eye(classes, device=device)
-    return eye[:, 1:] if classes == 2 else eye
-
-
 @register_reward("soft_f1")
 class SoftF1(RewardStrategy):
     """loss = CE + α·(1 − soft F1), soft F1_k = (2TP_k + s) / (2TP_k + FP_k + FN_k + s).
@@ -46,9 +24,9 @@ class SoftF1(RewardStrategy):
       Y_mk = 1[y_m is a tag of type k]; TP_k = Σ_m P·Y, FP_k = Σ_m P·(1 − Y), FN_k = Σ_m (1 − P)·Y;
       macro mean over entity types.
     - classification: the same with P_mk = p_m(k), for the positive class k = 1 when C = 2,
-      macro over all classes otherwise.
-    - seq2seq (bag of tokens, per sequence b, then averaged over sequences): expected counts
-      e_v = Σ_t p_t(v) and reference counts r_v = #{t: y_t = v}; TP = Σ_v min(e_v, r_v),
+      macro over all classes otherwise (the classes come from the kind's `class_groups`).
+    - generated sequences, seq2seq and causal_lm (bag of tokens, per sequence b, then averaged
+      over sequences): expected counts e_v = Σ_t p_t(v) and reference counts r_v = #{t: y_t = v}; TP = Σ_v min(e_v, r_v),
       FP = Σ_v e_v − TP, FN = Σ_v r_v − TP (under teacher forcing F1 = TP / length for s = 0).
     A class with nothing to count has F1 = 1; s > 0 also keeps classes absent from the batch from
     fixing the F1 at 0 (their F1 is 1 / (FP + 1), which still penalises false positives).
@@ -60,17 +38,17 @@ class SoftF1(RewardStrategy):
     smooth: float = param(1.0, "additive smoothing s of each soft F1 ratio", min=0.0)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], ctx: StepContext) -> LossOutput:
-        if ctx.task.kind == "seq2seq":
+        groups = ctx.kind.class_groups(ctx.task, logits.shape[-1], logits.device)
+        if groups is None:  # generated sequences
             ce, f1_loss = self._bag_of_tokens(logits, batch["labels"])
         else:
-            ce, f1_loss = self._macro(logits, batch["labels"], ctx)
+            ce, f1_loss = self._macro(logits, batch["labels"], groups)
         return LossOutput(ce + self.alpha * f1_loss, {"ce": ce.detach(), "soft_f1": (1.0 - f1_loss).detach()})
 
     def _macro(self, logits: torch.Tensor, labels: torch.Tensor,
-               ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+               groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_probs, gold = scored_log_probs(logits, labels)
         ce = masked_mean(-at_gold(log_probs, gold))
-        groups = _class_groups(ctx.task.kind, tuple(ctx.task.labels), log_probs.shape[-1], log_probs.device)
         predicted = log_probs.exp() @ groups  # P [M, K]
         reference = groups[gold]  # Y [M, K]
         tp = (predicted * reference).sum(0)

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
-Kind = Literal["tagging", "classification", "seq2seq"]
 SPLITS = ("train", "validation", "test")
 
 
@@ -47,7 +46,7 @@ class MetricResult:
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: Kind
+    kind: str  # a registered model kind (`kinds.KINDS`): the task's data form
     description: str
     # Local files, relative to the data directory, per split. Seq2seq parallel data names two files.
     local_files: dict[str, tuple[str, ...]]
@@ -70,6 +69,9 @@ class Task:
     generation: Generation | None = None
     max_source_length: int = 128
     max_target_length: int = 64
+    # Decoder-only models read a seq2seq task as prompt → completion: this template around the
+    # source text ("{source}"), the target being the completion.
+    prompt: str | None = None
     # Alternative Hub configurations (e.g. WMT16 for translation): name -> (hub_id, hub_config).
     hub_alternatives: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 

@@ -31,5 +31,6 @@ register_task(Task(
     generation=Generation(num_beams=4, max_new_tokens=64, length_penalty=1.0, no_repeat_ngram_size=3),
     max_source_length=256,
     max_target_length=64,
+    prompt="Summarize the dialogue.\n{source}\nSummary:",
     hub_alternatives={"xsum": ("EdinburghNLP/xsum", None), "cnn_dailymail": ("abisee/cnn_dailymail", "3.0.0")},
 ))

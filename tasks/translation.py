@@ -32,6 +32,7 @@ register_task(Task(
     default_model="minilm2minilm",
     generation=Generation(num_beams=4, max_new_tokens=64, length_penalty=1.0),
     max_source_length=64,
+    prompt="Translate German to English.\nGerman: {source}\nEnglish:",
     max_target_length=64,
     hub_alternatives={"wmt16": ("wmt/wmt16", "de-en")},
 ))

@@ -8,7 +8,9 @@ import datasets
 import pytest
 import torch
 
-from harness.run.bench import Floor, matmul_parameters, median_figures, training_floor
+from harness.run.bench import Floor, median_figures
+from kinds import get_kind
+from kinds.base import matmul_parameters
 from harness.cli import main
 from harness.run.models import load_model, load_tokenizer
 from tasks.base import get_task
@@ -45,8 +47,8 @@ def test_bench_compares_trainer_and_harness_offline(task, model, tmp_path, data_
     ratio = result["ratio_harness_to_trainer"]
     assert ratio["train_samples_per_second"] == pytest.approx(
         harness["train_samples_per_second"] / trainer["train_samples_per_second"])
-    assert result["floor"]["source_tokens"] > 32
-    assert (result["floor"]["target_tokens"] > 32) == (task == "summarization")  # only seq2seq has targets
+    assert result["floor"]["tokens"] > 32
+    assert len(result["floor"]["work"]) == (2 if task == "summarization" else 1)  # seq2seq: encoder and decoder
     assert [len(result["measurements"][name]) for name in ("harness", "trainer")] == [1, 1]
 
 
@@ -63,8 +65,8 @@ def test_matmul_parameters_of_tiny_bert_by_hand():
     per_layer = 4 * (32 * 32 + 32) + (32 * 64 + 64) + (64 * 32 + 32)
     assert matmul_parameters(model) == 2 * per_layer + 32 * 9 + 9 == 17129
     rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [1, 2, 3, 4, 5]], "labels": [[0, 0, 0], [0] * 5]})
-    floor = training_floor(model, task, rows)
-    assert floor == Floor(source_tokens=8, target_tokens=0, encoder_parameters=17129, decoder_parameters=0)
+    floor = Floor(tuple(get_kind("tagging").work(model, rows)))
+    assert floor == Floor(work=((17129, 8),))
     assert floor.flops_per_epoch == 6 * 17129 * 8
 
 
@@ -85,6 +87,6 @@ class _ToySeq2Seq(torch.nn.Module):
 
 def test_encoder_decoder_floor_counts_each_side_at_its_own_tokens():
     rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [1, 2, 3, 4, 5]], "labels": [[7, 8], [9, 8]]})
-    floor = training_floor(_ToySeq2Seq(), get_task("translation"), rows)
-    assert floor == Floor(source_tokens=8, target_tokens=4, encoder_parameters=20, decoder_parameters=40)
+    floor = Floor(tuple(get_kind("seq2seq").work(_ToySeq2Seq(), rows)))
+    assert floor == Floor(work=((20, 8), (40, 4)))
     assert floor.flops_per_epoch == 6 * (20 * 8 + 40 * 4) == 1920

@@ -8,7 +8,6 @@ import torch
 
 from rewards.base import StepContext, build_reward
 import kinds
-from kinds import KindPolicy
 
 TASK = SimpleNamespace(name="toy", kind="classification", labels=("a", "b", "c"),
                        sentence_score=lambda pred, gold: float(pred == gold))
@@ -20,7 +19,8 @@ def step(labels: torch.Tensor, params: dict, seed: int = 0) -> tuple[torch.Tenso
     logits = torch.tensor([[0.2, 1.0, -0.5], [1.5, 0.0, 0.3], [0.0, 0.0, 0.0], [-1.0, 2.0, 0.5]], requires_grad=True)
     batch = {"input_ids": torch.zeros(4, 2, dtype=torch.long), "labels": labels, "index": torch.arange(4)}
     ctx = StepContext(task=TASK, model=None, tokenizer=None, step=10, total_steps=10, forward=kinds.forward,
-                      policy=KindPolicy(TASK, None, 4))
+                      policy=kinds.get_kind("classification").policy(TASK, None, 4),
+                      kind=kinds.get_kind("classification"))
     out = build_reward("constant_reward", params).loss(logits, batch, ctx)
     (grad,) = torch.autograd.grad(out.loss, logits)
     return out.loss.detach(), grad, out.terms

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datasets
 import pytest
 
+from kinds import get_kind
 from harness.run.data import DataSource, canonical_rows, load_split
 from harness.run.models import load_tokenizer
 from tasks.base import get_task
@@ -63,7 +64,7 @@ def test_hub_split_is_tokenised_and_identified_by_its_id():
     task = get_task("sentiment")
     source = DataSource()
     assert source.describe(task) == {"kind": "hub", "id": "stanfordnlp/sst2", "config": None}
-    table = load_split(task, "validation", source, load_tokenizer("tiny-bert"), None)
+    table = load_split(task, "validation", source, load_tokenizer("tiny-bert"), get_kind(task.kind), None)
     assert table["label"] == [1, 0] and table["index"] == [0, 1] and len(table["input_ids"][0]) > 2
 
 

@@ -18,7 +18,7 @@ TOKENIZER = load_tokenizer("tiny-bert")
 def encoded(task_name: str, rows: list[dict]) -> list[dict]:
     task = get_task(task_name)
     columns = {k: [r[k] for r in rows] for k in rows[0]}
-    out = kinds.encode(task, columns, TOKENIZER, TOKENIZER.cls_token_id)
+    out = kinds.get_kind(task.kind).encode(task, columns, TOKENIZER, TOKENIZER.cls_token_id)
     return [{**rows[i], **{k: v[i] for k, v in out.items()}, "index": i} for i in range(len(rows))]
 
 
@@ -40,7 +40,7 @@ def test_ner_predictions_map_back_to_words_and_truncated_words_get_O():
     long = {"tokens": ["Paris"] + ["x"] * 200, "tags": ["B-LOC"] + ["O"] * 200}
     (row,) = encoded("ner", [long])
     assert row["word_starts"][0] == 1 and row["word_starts"][-1] == -1, "words past max length are truncated"
-    batch = kinds.collate(task, [row], TOKENIZER.pad_token_id, None)
+    batch = kinds.get_kind(task.kind).collate(task, [row], TOKENIZER.pad_token_id, None)
 
     class Stub(torch.nn.Module):  # predicts B-LOC everywhere
         def forward(self, input_ids, attention_mask):
@@ -48,11 +48,11 @@ def test_ner_predictions_map_back_to_words_and_truncated_words_get_O():
             logits[..., task.labels.index("B-LOC")] = 1.0
             return types.SimpleNamespace(logits=logits)
 
-    (pred,) = kinds.predict(task, Stub(), batch, TOKENIZER, {})
+    (pred,) = kinds.get_kind(task.kind).predict(task, Stub(), batch, TOKENIZER, {})
     assert len(pred) == len(long["tokens"])
-    (gold,) = kinds.references(task, batch, TOKENIZER)
+    (gold,) = kinds.get_kind(task.kind).references(task, batch, TOKENIZER)
     assert gold == long["tags"], "truncated words stay in the reference and cost recall"
-    (scored,) = kinds.references(task, batch, TOKENIZER, scored_only=True)
+    (scored,) = kinds.get_kind(task.kind).references(task, batch, TOKENIZER, scored_only=True)
     assert scored == long["tags"][:sum(p >= 0 for p in row["word_starts"])]
     kept = sum(p >= 0 for p in row["word_starts"])
     assert pred[:kept] == ["B-LOC"] * kept and set(pred[kept:]) == {"O"}
@@ -63,14 +63,14 @@ def test_seq2seq_labels_drop_the_start_token_and_decoder_inputs_are_shifted():
     rows = encoded("translation", [{"source": "Ein Hund läuft.", "target": "A dog runs."},
                                    {"source": "Zwei Männer.", "target": "Two men are walking in the park."}])
     assert rows[0]["labels"][0] != TOKENIZER.cls_token_id and rows[0]["labels"][-1] == TOKENIZER.sep_token_id
-    batch = kinds.collate(task, rows, TOKENIZER.pad_token_id, TOKENIZER.cls_token_id)
+    batch = kinds.get_kind(task.kind).collate(task, rows, TOKENIZER.pad_token_id, TOKENIZER.cls_token_id)
     labels, dec = batch["labels"], batch["decoder_input_ids"]
     assert (dec[:, 0] == TOKENIZER.cls_token_id).all()
     short = len(rows[0]["labels"])
     assert dec[0, 1:short].tolist() == rows[0]["labels"][:-1]
     assert (labels[0, short:] == IGNORE).all() and (dec[0, short + 1:] == TOKENIZER.pad_token_id).all()
     assert batch["decoder_attention_mask"][0].sum() == short
-    assert kinds.references(task, batch, TOKENIZER) == ["a dog runs.", "two men are walking in the park."]
+    assert kinds.get_kind(task.kind).references(task, batch, TOKENIZER) == ["a dog runs.", "two men are walking in the park."]
 
 
 def test_batches_group_by_length_cover_every_row_once_and_repeat_with_the_seed():
@@ -78,7 +78,7 @@ def test_batches_group_by_length_cover_every_row_once_and_repeat_with_the_seed()
     texts = [" ".join(["word"] * n) for n in torch.randint(1, 60, (500,)).tolist()]
     rows = encoded("sentiment", [{"text": t, "label": i % 2} for i, t in enumerate(texts)])
     table = datasets.Dataset.from_list(rows)
-    batches = Batches(task, table, batch_size=16, pad_id=0, decoder_start=None)
+    batches = Batches(kinds.get_kind(task.kind), task, table, batch_size=16, pad_id=0, start=None)
     order = batches.order(torch.Generator().manual_seed(3))
     assert sorted(i for b in order for i in b) == list(range(500))
     assert order == batches.order(torch.Generator().manual_seed(3))

@@ -18,7 +18,6 @@ from rewards._sampling import preferences, spearman
 from rewards.base import IGNORE, LossOutput, RewardStrategy, StepContext, build_reward
 import kinds
 from tasks.base import get_task
-from kinds import KindPolicy
 from tests.helpers import check_declared_params
 
 STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo")
@@ -67,9 +66,10 @@ def bandit_batch(rows: int = 8, gold: int = 1) -> dict[str, torch.Tensor]:
 
 def make_ctx(task: Any, model: torch.nn.Module, tokenizer: Any = None, step: int = 0, total_steps: int = 100,
              max_new_tokens: int = 4) -> StepContext:
+    kind = kinds.get_kind(task.kind)
     return StepContext(task=task, model=model, tokenizer=tokenizer, step=step, total_steps=total_steps,
-                       forward=kinds.forward, policy=KindPolicy(task, tokenizer, max_new_tokens),
-                       reference=copy.deepcopy(model).eval().requires_grad_(False))
+                       forward=kinds.forward, policy=kind.policy(task, tokenizer, max_new_tokens),
+                       reference=copy.deepcopy(model).eval().requires_grad_(False), kind=kind)
 
 
 def p_arm1(model: Bandit) -> float:
@@ -90,6 +90,7 @@ def test_bandit_learns_the_better_arm(name: str) -> None:
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
+        strategy.after_step(dataclasses.replace(ctx, step=step + 1))
     assert before < 0.15
     assert p_arm1(model) > 0.8, f"{name}: p(arm 1) {before:.2f} -> {p_arm1(model):.2f}"
 
@@ -146,6 +147,7 @@ def run_steps(name: str, model: torch.nn.Module, batch: dict[str, Any], ctx: Ste
         out = strategy.loss(kinds.forward(model, batch), batch, dataclasses.replace(ctx, step=step))
         assert_finite(out, model)
         optimizer.step()
+        strategy.after_step(dataclasses.replace(ctx, step=step + 1))
         outs.append(out)
     return outs
 
@@ -174,12 +176,13 @@ def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5) -> tuple
     torch.manual_seed(4)
     task = get_task(task_name)
     model = load_model("tiny-bert2bert" if task.kind == "seq2seq" else "tiny-bert", task, tokenizer)
-    start = getattr(model.config, "decoder_start_token_id", None)
+    kind = kinds.get_kind(task.kind)
+    start = kind.start_token(model)
     rows = ROWS[task_name]
-    encoded = kinds.encode(task, rows, tokenizer, start)
+    encoded = kind.encode(task, rows, tokenizer, start)
     features = [{**{k: v[i] for k, v in rows.items()}, **{k: v[i] for k, v in encoded.items()}, "index": i}
                 for i in range(len(next(iter(rows.values()))))]
-    batch = kinds.collate(task, features, tokenizer.pad_token_id, start)
+    batch = kind.collate(task, features, tokenizer.pad_token_id, start)
     model.train()
     return model, batch, make_ctx(task, model, tokenizer, total_steps=2, max_new_tokens=max_new_tokens)
 
@@ -209,10 +212,10 @@ def test_samples_stop_at_the_length_factor_times_the_longest_reference(tokenizer
     """A tiny random model never ends a sentence: every sample runs to the cap."""
     model, batch, ctx = real_setup("translation", tokenizer, max_new_tokens=40)
     longest = int((batch["labels"] != IGNORE).sum(-1).max())  # "das haus ist klein" + end of sequence
-    capped = KindPolicy(ctx.task, tokenizer, 40, length_factor=1.5)
+    capped = ctx.kind.policy(ctx.task, tokenizer, 40, length_factor=1.5)
     assert capped.sample_length(batch) == math.ceil(1.5 * longest) < 40
-    assert KindPolicy(ctx.task, tokenizer, 4, length_factor=1.5).sample_length(batch) == 4  # max_new_tokens wins
-    assert KindPolicy(ctx.task, tokenizer, 40).sample_length(batch) == 40  # no factor: max_new_tokens only
+    assert ctx.kind.policy(ctx.task, tokenizer, 4, length_factor=1.5).sample_length(batch) == 4  # max_new_tokens wins
+    assert ctx.kind.policy(ctx.task, tokenizer, 40).sample_length(batch) == 40  # no factor: max_new_tokens only
     with torch.no_grad():
         model.get_output_embeddings().bias[model.generation_config.eos_token_id] = -40.0  # never ends
     samples = capped.sample(model, batch, None, num_samples=2)
@@ -264,9 +267,10 @@ def test_reward_head_trains_apart_from_the_model(tokenizer: Any) -> None:
     model, batch, ctx = real_setup("sentiment", tokenizer)
     strategy = build_reward("reward_model")
     strategy.loss(kinds.forward(model, batch), batch, ctx)
-    assert all(p.grad is None for p in model.parameters())
     head = strategy.head
     before = [p.detach().clone() for p in head.parameters()]
+    strategy.after_step(ctx)  # the head's own Adam step
+    assert all(p.grad is None for p in model.parameters())
     strategy.loss(kinds.forward(model, batch), batch, ctx)
     assert strategy.head is head and all(not torch.equal(a, b) for a, b in zip(before, head.parameters()))
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kinds import get_kind
 from rewards.base import IGNORE, LossOutput, build_reward
 from tests.helpers import check_declared_params
 
@@ -78,7 +79,8 @@ def make_ctx(kind: str, reference_logits: torch.Tensor | None = None, task: Any 
         return fixed
 
     return SimpleNamespace(task=task or TASKS[kind], model=None, tokenizer=None, step=0, total_steps=1,
-                           forward=forward, policy=None, reference=reference, grad_enabled=grad_enabled)
+                           forward=forward, policy=None, reference=reference, grad_enabled=grad_enabled,
+                           kind=get_kind(kind))
 
 
 def run(name: str, params: dict[str, Any], logits: torch.Tensor, labels: torch.Tensor,

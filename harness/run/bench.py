@@ -42,17 +42,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import datasets
 import torch
 from tabulate import tabulate
 
 from harness.config import ConfigError, RunConfig, TrainSettings, load_grid, preset_path, settings_from
-from harness.run.data import Batches, DataSource, head, load_split
 from harness.environment import environment, package_version
-from harness.run.models import load_model, load_tokenizer
-from harness.run.recipe import evaluate, generation_settings, run, seed_everything
+from harness.run.data import DataSource
+from harness.run.recipe import Setup, prepare, run, test
 from harness.store import Store
-from tasks.base import Task, get_task
+from tasks.base import get_task
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H100 SXM datasheet: bf16 Tensor Core, dense (no sparsity)
 
@@ -61,56 +59,33 @@ H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H100 SXM datasheet: bf16 Tensor Core, d
 class Floor:
     """What one epoch over the training slice must compute, by the 6 · N · T estimate."""
 
-    source_tokens: int
-    target_tokens: int  # decoder tokens; 0 for encoder-only models
-    encoder_parameters: int  # all matmul parameters of an encoder-only model
-    decoder_parameters: int
+    work: tuple[tuple[int, int], ...]  # (matmul parameters, tokens they multiply): the kind's `work`
+
+    @property
+    def tokens(self) -> int:
+        return sum(tokens for _, tokens in self.work)
 
     @property
     def flops_per_epoch(self) -> int:
-        return 6 * (self.encoder_parameters * self.source_tokens + self.decoder_parameters * self.target_tokens)
+        return 6 * sum(parameters * tokens for parameters, tokens in self.work)
 
 
-def matmul_parameters(module: torch.nn.Module) -> int:
-    """Parameters that multiply every token: linear layers' weights and biases, a tied output
-    projection included (it is its own Linear module); embedding tables are only looked up."""
-    return sum(p.numel() for m in module.modules() if isinstance(m, torch.nn.Linear)
-               for p in m.parameters(recurse=False))
+def training_floor(setup: Setup) -> Floor:
+    """The floor of one epoch over the run's training rows."""
+    return Floor(tuple(setup.kind.work(setup.model, setup.tables["train"])))
 
 
-def training_floor(model: torch.nn.Module, task: Task, rows: datasets.Dataset) -> Floor:
-    """The floor of one epoch over `rows` (encoded rows: unpadded `input_ids` and `labels`)."""
-    source = sum(len(ids) for ids in rows["input_ids"])
-    if task.kind != "seq2seq":
-        return Floor(source, 0, matmul_parameters(model), 0)
-    encoder = matmul_parameters(model.get_encoder())
-    target = sum(len(ids) for ids in rows["labels"])
-    return Floor(source, target, encoder, matmul_parameters(model) - encoder)
-
-
-def _trainer_collator(task: Task, tokenizer: Any, model: torch.nn.Module) -> Any:
-    from transformers import DataCollatorForSeq2Seq, DataCollatorForTokenClassification, DataCollatorWithPadding
-
-    if task.kind == "tagging":
-        return DataCollatorForTokenClassification(tokenizer)
-    if task.kind == "classification":
-        return DataCollatorWithPadding(tokenizer)
-    return DataCollatorForSeq2Seq(tokenizer, model=model)  # builds decoder_input_ids from the labels
-
-
-def run_trainer(cfg: RunConfig, train_rows: datasets.Dataset, test_rows: datasets.Dataset,
-                device: torch.device) -> dict[str, Any]:
-    """The standard Trainer recipe on `train_rows`, then the harness's test evaluation of its model."""
+def run_trainer(cfg: RunConfig, source: DataSource, device: torch.device) -> dict[str, Any]:
+    """The standard Trainer recipe on the run's training rows and initial model (`prepare`, so the
+    same seed, weights and data as the harness), then the harness's test evaluation of its model."""
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    s, task = cfg.settings, get_task(cfg.task)
+    s = cfg.settings
     load, started = os.getloadavg()[0], time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seed_everything(cfg.seed)  # the same initial weights (new heads included) as the harness run
-    model_name = s.model or task.default_model
-    tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name, task, tokenizer)
+    setup = prepare(cfg, None, source, device)
+    model, train_rows = setup.model, setup.tables["train"]
     steps = -(-len(train_rows) // s.batch_size) * s.epochs
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as out:
         args = TrainingArguments(
@@ -120,8 +95,9 @@ def run_trainer(cfg: RunConfig, train_rows: datasets.Dataset, test_rows: dataset
             bf16=device.type == "cuda", use_cpu=device.type == "cpu", seed=cfg.seed, data_seed=cfg.seed,
             eval_strategy="no", save_strategy="no", logging_steps=s.log_every, report_to="none",
             disable_tqdm=True)
-        trainer = Trainer(model=model, args=args, train_dataset=train_rows.select_columns(["input_ids", "labels"]),
-                          data_collator=_trainer_collator(task, tokenizer, model), processing_class=tokenizer)
+        trainer = Trainer(model=model, args=args, train_dataset=setup.kind.trainer_rows(train_rows),
+                          data_collator=setup.kind.trainer_collator(setup.tokenizer, model),
+                          processing_class=setup.tokenizer)
         trainer.remove_callback(PrinterCallback)  # losses are still logged, just not printed over the table
         train_start = time.perf_counter()
         trainer.train()
@@ -129,13 +105,10 @@ def run_trainer(cfg: RunConfig, train_rows: datasets.Dataset, test_rows: dataset
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - train_start
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    decoder_start = getattr(model.config, "decoder_start_token_id", None)
-    test = Batches(task, test_rows, s.eval_batch_size, tokenizer.pad_token_id, decoder_start)
-    preds, refs = evaluate(task, model, test, tokenizer, device, generation_settings(task, cfg), "test")
-    metric = task.score(preds, refs).corpus[task.main_metric]
+    preds, refs, result, _ = test(setup, progress=False)
     return {"train_samples": len(train_rows) * s.epochs, "train_seconds": train_seconds,
-            "wall_seconds": time.perf_counter() - started, "peak_gpu_memory_bytes": peak, "test_metric": metric,
-            "load_average": load}
+            "wall_seconds": time.perf_counter() - started, "peak_gpu_memory_bytes": peak,
+            "test_metric": result.corpus[setup.task.main_metric], "load_average": load}
 
 
 def _release(device: torch.device) -> None:
@@ -175,16 +148,13 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seed: i
     cfg = RunConfig(task=task.name, reward="ce", seed=seed, settings=settings, data=source.describe(task))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model_name = settings.model or task.default_model
-    tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name, task, tokenizer)
-    decoder_start = getattr(model.config, "decoder_start_token_id", None)
-    train_rows = head(load_split(task, "train", source, tokenizer, decoder_start), settings.max_train)
-    test_rows = head(load_split(task, "test", source, tokenizer, decoder_start), settings.max_eval)
-    floor = training_floor(model, task, train_rows)
-    del model
+    setup = prepare(cfg, None, source, device)
+    floor = training_floor(setup)
+    train_rows, test_rows = len(setup.tables["train"]), len(setup.tables["test"])
+    del setup
     measure: dict[str, Callable[[], dict[str, Any]]] = {
         "harness": lambda: run_harness(cfg, source, device),
-        "trainer": lambda: run_trainer(cfg, train_rows, test_rows, device)}
+        "trainer": lambda: run_trainer(cfg, source, device)}
     measurements: dict[str, list[dict[str, Any]]] = {"harness": [], "trainer": []}
     for repeat in range(repeats):
         for name in ("harness", "trainer") if repeat % 2 == 0 else ("trainer", "harness"):
@@ -192,7 +162,7 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seed: i
             _release(device)
     systems = {name: median_figures(runs) for name, runs in measurements.items()}
     for figures in systems.values():
-        epochs = figures["train_samples"] / len(train_rows)
+        epochs = figures["train_samples"] / train_rows
         figures["train_samples_per_second"] = figures["train_samples"] / figures["train_seconds"]
         figures["flops_per_second"] = floor.flops_per_epoch * epochs / figures["train_seconds"]
         figures["fraction_of_peak"] = figures["flops_per_second"] / (peak_tflops * 1e12)
@@ -201,9 +171,9 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seed: i
     env = environment()
     device_name = env["device"] if device.type == "cuda" else f"{_cpu_name()} ({os.cpu_count()} logical CPUs)"
     return {"task": task.name, "model": model_name, "device": device.type, "device_name": device_name,
-            "seed": seed, "settings": dataclasses.asdict(settings), "train_rows": len(train_rows),
-            "test_rows": len(test_rows), "main_metric": task.main_metric,
-            "floor": {**dataclasses.asdict(floor), "flops_per_epoch": floor.flops_per_epoch,
+            "seed": seed, "settings": dataclasses.asdict(settings), "train_rows": train_rows,
+            "test_rows": test_rows, "main_metric": task.main_metric,
+            "floor": {**dataclasses.asdict(floor), "tokens": floor.tokens, "flops_per_epoch": floor.flops_per_epoch,
                       "peak_tflops": peak_tflops,
                       "seconds_per_epoch_at_peak": floor.flops_per_epoch / (peak_tflops * 1e12)},
             "repeats": repeats, "systems": systems, "ratio_harness_to_trainer": ratio, "measurements": measurements,
@@ -245,8 +215,8 @@ def table(result: dict[str, Any]) -> str:
     head_lines = (f"{result['task']} · {result['model']} · {result['train_rows']} training rows × "
                   f"{result['settings']['epochs']} epoch(s), batch {result['settings']['batch_size']}, "
                   f"{result['test_rows']} test rows · {result['device_name']}\n"
-                  f"floor: {floor['flops_per_epoch']:.3e} FLOPs per epoch (6·N·T; {floor['source_tokens']} source "
-                  f"+ {floor['target_tokens']} target tokens) = {floor['seconds_per_epoch_at_peak']:.2e} s at "
+                  f"floor: {floor['flops_per_epoch']:.3e} FLOPs per epoch (6·N·T; {floor['tokens']} tokens) = "
+                  f"{floor['seconds_per_epoch_at_peak']:.2e} s at "
                   f"{floor['peak_tflops']:g} TFLOP/s")
     return head_lines + "\n" + tabulate(rows, headers=["", *(name for name, _, _ in columns)], floatfmt=".4g",
                                         missingval="None")

@@ -20,11 +20,11 @@ import datasets
 import torch
 
 from harness.run.models import tokenizer_identity
-import kinds
+from kinds import ModelKind
 from tasks.base import SPLITS, Task
 from tasks.formats import DATA_DIR_FIX, DataFormatError
 
-ENCODING_VERSION = 1  # bump when `kinds.encode` changes what it produces
+ENCODING_VERSION = 1  # bump when a kind's `encode` changes what it produces
 datasets.disable_progress_bars()
 
 
@@ -87,17 +87,20 @@ def canonical_rows(task: Task, split: str, source: DataSource) -> list[dict[str,
     return [task.from_hub(row, table.features) for row in table]
 
 
-def load_split(task: Task, split: str, source: DataSource, tokenizer: Any,
-               decoder_start: int | None) -> datasets.Dataset:
-    """Canonical columns plus `input_ids`, `labels` (and `word_starts` for tagging) and `index`."""
-    key = json.dumps([task.name, split, source.describe(task), tokenizer_identity(tokenizer),
-                      task.max_source_length, task.max_target_length, decoder_start, ENCODING_VERSION])
+def load_split(task: Task, split: str, source: DataSource, tokenizer: Any, kind: ModelKind,
+               start: int | None) -> datasets.Dataset:
+    """Canonical columns plus `input_ids`, `labels`, the kind's own columns and `index`."""
+    key = [task.name, split, source.describe(task), tokenizer_identity(tokenizer),
+           task.max_source_length, task.max_target_length, start, ENCODING_VERSION]
+    if kind.name != task.kind:  # another kind's encoding of the same rows (e.g. causal_lm); older keys unchanged
+        key += [kind.name, task.prompt]
+    key = json.dumps(key)
     folder = cache_dir() / "tokenized" / f"{task.name}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if folder.exists():
         return datasets.load_from_disk(str(folder))
     rows = canonical_rows(task, split, source)
     table = datasets.Dataset.from_list(rows)
-    table = table.map(lambda batch: kinds.encode(task, batch, tokenizer, decoder_start), batched=True)
+    table = table.map(lambda batch: kind.encode(task, batch, tokenizer, start), batched=True)
     table = table.add_column("index", list(range(len(table))))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
@@ -122,14 +125,12 @@ class Batches:
     by length; predictions are put back in order through the `index` column.
     """
 
-    def __init__(self, task: Task, table: datasets.Dataset, batch_size: int, pad_id: int,
-                 decoder_start: int | None):
-        columns = ["input_ids", "labels", "index"] + (["word_starts", "tags"] if task.kind == "tagging" else [])
-        data = table.select_columns(columns).to_dict()
+    def __init__(self, kind: ModelKind, task: Task, table: datasets.Dataset, batch_size: int, pad_id: int,
+                 start: int | None):
+        data = table.select_columns(["input_ids", "labels", "index", *kind.columns]).to_dict()
         self.rows = [dict(zip(data, values)) for values in zip(*data.values())]
-        self.lengths = [len(r["input_ids"]) + (len(r["labels"]) if task.kind == "seq2seq" else 0)
-                        for r in self.rows]
-        self.task, self.batch_size, self.pad_id, self.decoder_start = task, batch_size, pad_id, decoder_start
+        self.lengths = [kind.length(r) for r in self.rows]
+        self.kind, self.task, self.batch_size, self.pad_id, self.start = kind, task, batch_size, pad_id, start
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
@@ -149,4 +150,4 @@ class Batches:
 
     def iterate(self, generator: torch.Generator | None = None) -> Iterator[dict[str, Any]]:
         for indices in self.order(generator):
-            yield kinds.collate(self.task, [self.rows[i] for i in indices], self.pad_id, self.decoder_start)
+            yield self.kind.collate(self.task, [self.rows[i] for i in indices], self.pad_id, self.start)

