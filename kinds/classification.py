@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 class Classification(ModelKind):
     name = serves = "classification"
+    architectures = ("encoder",)  # the tiny test model; Hub models bring their own head
 
     def texts(self, rows: dict[str, list[Any]]) -> tuple[list[str], ...]:
         """The text fields of a batch of canonical rows, as the tokenizer's positional arguments."""

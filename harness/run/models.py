@@ -78,10 +78,11 @@ def architecture(name: str) -> str:
 
 
 def model_kind(task: Task, name: str) -> ModelKind:
-    """The kind that runs `task` on model `name`; the model's configuration is read only where
-    another kind serves the same data form (text-to-text: seq2seq or causal_lm)."""
+    """The kind that runs `task` on model `name`. A Hub model's configuration is read only where
+    another kind serves the same data form (text-to-text: seq2seq or causal_lm); elsewhere its own
+    `from_pretrained` head decides (GPT-2 has a token-classification head, for example)."""
     own = get_kind(task.kind)
-    if not any(k is not own and k.serves == own.serves for k in KINDS.values()):
+    if name not in ALIASES and not any(k is not own and k.serves == own.serves for k in KINDS.values()):
         return own
     return resolve(task, architecture(name))
 
