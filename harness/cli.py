@@ -217,10 +217,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from harness.report import ReportError
     from tasks.formats import DataFormatError
 
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, StoreError, DataFormatError) as err:  # each names the file, the line or the key
+    except (ConfigError, StoreError, DataFormatError, ReportError) as err:  # each names the file, line or key
         sys.exit(f"error: {err}")

@@ -203,3 +203,12 @@ def _old_grid(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text("tasks: [sentiment]\nrewards: [ce]\nseeds: [1]\n")
     return grid
+
+
+@pytest.mark.parametrize("argv", [["report"], ["leaderboard"], ["leaderboard", "--task", "ner"]])
+def test_empty_store(store, capsys, tmp_path, argv):
+    """An empty store is an error of the command line (`error: ...`, status 1), not a library exit."""
+    message = fails([*argv, "--store", str(store), *(["--out", str(tmp_path / "out")] if argv == ["report"] else [])],
+                    capsys)
+    assert message.startswith(f"error: no run records in {store}")
+    assert ("for ner" in message) == ("--task" in argv) and not (tmp_path / "out").exists()

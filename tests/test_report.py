@@ -13,10 +13,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness.report import page as html
+from harness.report import ReportError, page as html
 from harness.report.analysis import analyse, repetition_rate, run_guards, strategy_labels
 from harness.cli import main
 from harness.config import expand, load_grid
+from harness.store import Store
 from harness.report.tables import write_report
 from tests.synthetic import completed, grid_records, write_store
 
@@ -174,6 +175,13 @@ def test_cli_report_and_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixtur
     main(["leaderboard", "--store", str(tmp_path / "store"), "--format", "latex", "--resamples", "50"])
     printed = capsys.readouterr().out
     assert r"\toprule" in printed and "Leaderboard: sentiment" in printed and "Overall leaderboard" in printed
+
+
+def test_report_of_an_empty_store_raises(tmp_path: Path) -> None:
+    """The library raises; only the command line turns the error into an exit status."""
+    with pytest.raises(ReportError, match="no run records in"):
+        write_report(Store(tmp_path / "empty"), tmp_path / "out", echo=False)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")

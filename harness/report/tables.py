@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 from tabulate import tabulate
 
-from harness.report import page as html, plots
+from harness.report import ReportError, page as html, plots
 from harness.report.analysis import ALPHA, BASELINE, CONTROL, MIN_SEEDS, REPETITION_N, Analysis, analyse, status_words
 from harness.report.manifest import grid, manifest
 from harness.store import Store
@@ -331,7 +331,7 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
     """Analyses every record of `store` and writes all tables, figures, the page and the manifest."""
     records = list(store.records())
     if not records:
-        raise SystemExit(f"no run records in {store.root}: run `python -m harness run --grid` first")
+        raise ReportError(f"no run records in {store.root}: run `python -m harness run --grid` first")
     a = analyse(records, n_resamples=n_resamples, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     all_tables = tables(a)
@@ -379,7 +379,7 @@ def print_leaderboards(store: Store, tasks: list[str] | None = None, fmt: str = 
     """Prints the overall and per-task leaderboards (Markdown, LaTeX or CSV) without writing files."""
     records = [r for r in store.records() if not tasks or r["config"]["task"] in tasks]
     if not records:
-        raise SystemExit(f"no run records in {store.root}" + (f" for {', '.join(tasks)}" if tasks else ""))
+        raise ReportError(f"no run records in {store.root}" + (f" for {', '.join(tasks)}" if tasks else ""))
     a = analyse(records, n_resamples=n_resamples, seed=seed)
     for t in [overall_table(a), *(leaderboard(a, task) for task in a.tasks)]:
         body = {"md": markdown, "latex": latex, "csv": lambda t: t.data.to_csv(index=False)}[fmt](t)
