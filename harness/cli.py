@@ -22,6 +22,7 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    from harness.report.writers import WRITERS
     from harness.run.models import ALIASES
     from rewards.base import REWARDS
     from tasks.base import TASKS, get_task
@@ -39,6 +40,9 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("\nmodels (aliases; any Hub id or local path works too):")
     for alias, what in ALIASES.items():
         print(f"  {alias:<15} {what}")
+    print("\nreport formats (`harness report --format`; * also `harness leaderboard --format`):")
+    for name, writer in WRITERS.items():
+        print(f"  {name + ' *' * (writer.render is not None):<14} {writer.description}")
     print("\npresets (grids shipped with the harness):")
     for name in list_presets():
         grid = load_grid(preset_path(name))
@@ -139,21 +143,36 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from harness.report.tables import write_report
+    from harness.report.writers import write_report
 
-    write_report(Store(args.store), Path(args.out), n_resamples=args.resamples)
+    formats = [name for names in args.format for name in names] if args.format else None
+    write_report(Store(args.store), Path(args.out), n_resamples=args.resamples, formats=formats)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
-    from harness.report.tables import print_leaderboards
+    from harness.report.writers import print_leaderboards
 
     print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples)
 
 
+def _report_formats(value: str) -> list[str]:
+    """`report --format`: registered formats, comma-separated (aliases such as `latex` resolved)."""
+    from harness.report import ReportError
+    from harness.report.writers import resolve
+
+    try:
+        return resolve(_names([value]) or [])
+    except ReportError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def parser() -> argparse.ArgumentParser:
+    from harness.report.writers import canonical, formats
+
     top = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="tasks, reward strategies, models and presets").set_defaults(func=cmd_list)
+    sub.add_parser("list", help="tasks, reward strategies, models, report formats and presets") \
+        .set_defaults(func=cmd_list)
 
     run = sub.add_parser("run", help="fine-tune one cell, or every cell of a grid")
     run.add_argument("--grid", dest="grid_mode", action="store_true", help="run every task x reward x seed")
@@ -205,22 +224,27 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--store", default=str(default_store()))
     report.add_argument("--out", default="results")
     report.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
+    report.add_argument("--format", action="append", type=_report_formats, metavar="FORMAT",
+                        help=f"write only these formats (repeat or comma-separate): {', '.join(formats())} "
+                             "(default: all; `harness list` says what each writes)")
     report.set_defaults(func=cmd_report)
 
     board = sub.add_parser("leaderboard", help="print the overall and per-task leaderboards (writes no files)")
     board.add_argument("--store", default=str(default_store()))
     board.add_argument("--task", action="append", help="only these tasks (repeat or comma-separate)")
-    board.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    board.add_argument("--format", choices=formats(printable=True), type=canonical, default="md",
+                       help="what to print (default md; latex is tex)")
     board.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
     board.set_defaults(func=cmd_leaderboard)
     return top
 
 
 def main(argv: list[str] | None = None) -> None:
+    from harness.report import ReportError
     from tasks.formats import DataFormatError
 
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, StoreError, DataFormatError) as err:  # each names the file, the line or the key
+    except (ConfigError, StoreError, DataFormatError, ReportError) as err:  # each names the file, line or key
         sys.exit(f"error: {err}")

@@ -203,3 +203,24 @@ def _old_grid(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text("tasks: [sentiment]\nrewards: [ce]\nseeds: [1]\n")
     return grid
+
+
+def test_unknown_report_format(store, capsys):
+    from harness.report.writers import formats
+
+    message = fails(["report", "--store", str(store), "--format", "csv,xml"], capsys)
+    assert "argument --format: report format 'xml' is unknown; choose from " in message
+    assert all(name in message for name in formats()) and "Traceback" not in message
+    message = fails(["leaderboard", "--store", str(store), "--format", "xml"], capsys)
+    assert "argument --format: invalid choice: 'xml'" in message
+    assert all(repr(name) in message for name in formats(printable=True))
+    assert "'manifest'" not in message  # written, never printed
+
+
+@pytest.mark.parametrize("argv", [["report"], ["leaderboard"], ["leaderboard", "--task", "ner"]])
+def test_empty_store(store, capsys, tmp_path, argv):
+    """An empty store is an error of the command line (`error: ...`, status 1), not a library exit."""
+    message = fails([*argv, "--store", str(store), *(["--out", str(tmp_path / "out")] if argv == ["report"] else [])],
+                    capsys)
+    assert message.startswith(f"error: no run records in {store}")
+    assert ("for ner" in message) == ("--task" in argv) and not (tmp_path / "out").exists()

@@ -1,23 +1,29 @@
 """`harness report` / `harness leaderboard` on a small stored grid of synthetic records: every output
-format, missing cells shown as such, significance and ties, guard metrics, cost, the manifest, and
-the HTML page in headless Chromium (skipped, with the reason, where none is installed)."""
+format valid in its format, the choice of formats and a user's own writer, missing cells shown as
+such, significance and ties, guard metrics, cost, the manifest, and the HTML page in headless
+Chromium (skipped, with the reason, where none is installed)."""
 from __future__ import annotations
 
+import io
 import json
 import math
+import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from harness.report import page as html
+from harness.report import ReportError, page as html
 from harness.report.analysis import analyse, repetition_rate, run_guards, strategy_labels
 from harness.cli import main
 from harness.config import expand, load_grid
-from harness.report.tables import write_report
+from harness.store import Store
+from harness.report.writers import (formats, print_leaderboards, register_writer, unregister_writer,
+                                    write_report)
 from tests.synthetic import completed, grid_records, write_store
 
 TASKS = ("ner", "sentiment", "translation")
@@ -36,14 +42,53 @@ def cells(payload: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(c["task"], c["strategy"]): c for c in payload["cells"]}
 
 
+def check_latex(tex: str) -> None:
+    """Valid LaTeX as far as can be told without a TeX installation: no Markdown, balanced environments,
+    braces and math shifts, every special character escaped."""
+    assert not any(line.lstrip().startswith("#") for line in tex.splitlines()), "a Markdown heading in LaTeX"
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") >= 1
+    assert all(rule in tex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
+    body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
+    unescaped = re.sub(r"\\[{}$&%#_]", "", body)
+    assert unescaped.count("{") == unescaped.count("}") and unescaped.count("$") % 2 == 0
+    assert not re.search(r"[%#_]", unescaped), "an unescaped special character"  # & separates columns
+    assert not set("↑↓±Δ†—<>|") & set(body)
+
+
+class _Tags(HTMLParser):
+    """Counts the opened and closed tables of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = self.closed = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self.opened += tag == "table"
+
+    def handle_endtag(self, tag: str) -> None:
+        self.closed += tag == "table"
+
+
+def check_html(page: str) -> int:
+    """The number of tables of a complete page with balanced tables."""
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    tags = _Tags()
+    tags.feed(page)
+    assert tags.opened == tags.closed
+    return tags.opened
+
+
 def test_every_output_format_is_written(report: tuple[Path, dict[str, Any]]) -> None:
     out, payload = report
     tables = ["summary", "overall", "guards", "cost", "not_completed", *(f"leaderboard_{t}" for t in TASKS)]
     for name in tables:
-        assert (out / f"{name}.md").read_text().startswith("# ")
-        tex = (out / f"{name}.tex").read_text()
-        assert all(rule in tex for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"))
+        md = (out / f"{name}.md").read_text()
+        assert md.startswith("# ") and re.search(r"(?m)^\|[-|:]+\|$", md), f"{name}.md has no table"
+        check_latex((out / f"{name}.tex").read_text())
+        assert not (out / f"{name}.csv").read_text().startswith("#")
         pd.read_csv(out / f"{name}.csv")
+    board = (out / "leaderboard_sentiment.md").read_text()
+    assert all(f"| {column}" in board for column in ("rank", "strategy", "Δ vs ce [95% CI]", "p (Holm)"))
     assert r"constant\_reward" in (out / "summary.tex").read_text() and r"$\pm$" in (out / "summary.tex").read_text()
     assert "paired bootstrap" in (out / "methods.md").read_text() and "# Warnings" in (out / "methods.md").read_text()
     for name in ("comparisons", "runs"):
@@ -55,8 +100,10 @@ def test_every_output_format_is_written(report: tuple[Path, dict[str, Any]]) -> 
             assert (out / "plots" / f"{kind}_{task}.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "plots" / "cost.png").exists()
     page = (out / "index.html").read_text()
+    assert check_html(page) == len(tables)
     assert page.count("data:image/png;base64,") == len(list((out / "plots").glob("*.png")))
     assert "http://" not in page and "https://" not in page and "<script>" in page and 'class="dataframe sortable"' in page
+    assert json.loads((out / "manifest.json").read_text()) == payload["manifest"]
 
 
 def test_missing_cells_are_shown_as_such_never_as_zero(report: tuple[Path, dict[str, Any]]) -> None:
@@ -164,16 +211,125 @@ def test_rewards_with_several_parameter_sets_are_separate_strategies() -> None:
     assert len(analyse(records, n_resamples=20).cells) == 3
 
 
-def test_cli_report_and_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    records = [r for r in grid_records() if r["config"]["task"] == "sentiment"]
-    write_store(tmp_path / "store", records)
-    main(["report", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--resamples", "50"])
+@pytest.fixture(scope="module")
+def sentiment_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sentiment") / "store"
+    write_store(root, [r for r in grid_records() if r["config"]["task"] == "sentiment"])
+    return root
+
+
+def test_cli_report_writes_every_registered_format(sentiment_store: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    main(["report", "--store", str(sentiment_store), "--out", str(tmp_path / "out"), "--resamples", "50"])
     printed = capsys.readouterr().out
     assert "## sentiment" in printed and "warning: 2 seed(s), fewer than 3, in " in printed
-    assert (tmp_path / "out" / "index.html").exists()
-    main(["leaderboard", "--store", str(tmp_path / "store"), "--format", "latex", "--resamples", "50"])
-    printed = capsys.readouterr().out
-    assert r"\toprule" in printed and "Leaderboard: sentiment" in printed and "Overall leaderboard" in printed
+    assert all(f"{name} (" in printed.splitlines()[-1] for name in formats())
+    written = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert {"index.html", "summary.json", "manifest.json", "grid.yaml", "methods.md", "runs.csv",
+            "overall.tex", "leaderboard_sentiment.md", "plots/bars_sentiment.png"} <= written
+
+
+@pytest.mark.parametrize("chosen, suffixes", [
+    (["--format", "csv"], {".csv"}),
+    (["--format", "md", "--format", "latex"], {".md", ".tex"}),
+    (["--format", "json,tex,json"], {".json", ".tex"}),
+])
+def test_cli_report_writes_only_the_chosen_formats(sentiment_store: Path, tmp_path: Path, chosen: list[str],
+                                                   suffixes: set[str]) -> None:
+    out = tmp_path / "out"
+    main(["report", "--store", str(sentiment_store), "--out", str(out), "--resamples", "50", *chosen])
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.suffix for p in written} == suffixes and not (out / "plots").exists()
+    if suffixes == {".json", ".tex"}:  # summary.json (the manifest is a format of its own)
+        assert sorted(p.name for p in written if p.suffix == ".json") == ["summary.json"]
+        assert "--format json,tex" in json.loads((out / "summary.json").read_text())["manifest"]["command"]
+
+
+@pytest.fixture
+def temporary_writer():
+    """Registers test-only writers, as a user's own module would, and removes them afterwards."""
+    added: list[str] = []
+
+    def add(name: str, write: Any, render: Any = None) -> None:
+        register_writer(name, render=render)(write)
+        added.append(name)
+
+    yield add
+    for name in added:
+        unregister_writer(name)
+
+
+def test_a_users_writer_is_a_report_and_leaderboard_format(sentiment_store: Path, tmp_path: Path, temporary_writer,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    def write_titles(report, out: Path) -> list[Path]:
+        """titles.txt: every table's title."""
+        path = out / "titles.txt"
+        path.write_text("".join(f"{t.title}\n" for t in report.tables))
+        return [path]
+
+    temporary_writer("titles", write_titles, render=lambda tables: "".join(f"{t.title}\n" for t in tables))
+    main(["report", "--store", str(sentiment_store), "--out", str(tmp_path / "all"), "--resamples", "50"])
+    assert "Leaderboard: sentiment (ranked by test accuracy)" in (tmp_path / "all" / "titles.txt").read_text()
+    assert (tmp_path / "all" / "index.html").exists()  # with every built-in format
+    main(["report", "--store", str(sentiment_store), "--out", str(tmp_path / "one"), "--resamples", "50",
+          "--format", "titles"])
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["titles.txt"]
+    capsys.readouterr()
+    main(["leaderboard", "--store", str(sentiment_store), "--resamples", "50", "--format", "titles"])
+    assert capsys.readouterr().out.splitlines() == ["Overall leaderboard: mean tied rank across tasks",
+                                                    "Leaderboard: sentiment (ranked by test accuracy)"]
+    main(["list"])
+    assert "titles *" in capsys.readouterr().out and "titles" in formats(printable=True)
+
+
+def test_a_writer_without_render_cannot_be_printed(sentiment_store: Path, temporary_writer,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    temporary_writer("files_only", lambda report, out: [])
+    assert "files_only" in formats() and "files_only" not in formats(printable=True)
+    with pytest.raises(SystemExit):
+        main(["leaderboard", "--store", str(sentiment_store), "--format", "files_only"])
+    assert "invalid choice: 'files_only'" in capsys.readouterr().err
+    with pytest.raises(ReportError, match="report format 'files_only' cannot be printed; choose from md, tex"):
+        print_leaderboards(Store(sentiment_store), fmt="files_only")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_writer("latex")(lambda report, out: [])
+
+
+def test_report_of_an_empty_store_raises(tmp_path: Path) -> None:
+    """The library raises; only the command line turns the error into an exit status."""
+    with pytest.raises(ReportError, match="no run records in"):
+        write_report(Store(tmp_path / "empty"), tmp_path / "out", echo=False)
+    with pytest.raises(ReportError, match="report format 'xml' is unknown; choose from md, tex, csv"):
+        write_report(Store(tmp_path / "empty"), tmp_path / "out", formats="md,xml")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["md", "tex", "latex", "csv", "json", "html"])
+def test_cli_leaderboard_prints_valid_output(sentiment_store: Path, fmt: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    main(["leaderboard", "--store", str(sentiment_store), "--format", fmt, "--resamples", "50"])
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "warning: 2 seed(s), fewer than 3, in " in captured.err and "warning" not in printed
+    if fmt == "md":
+        assert "## Overall leaderboard" in printed and "## Leaderboard: sentiment" in printed
+        assert len(re.findall(r"(?m)^\|[-|:]+\|$", printed)) == 2
+    elif fmt in ("tex", "latex"):
+        check_latex(printed)
+        assert printed.count(r"\begin{tabular}") == 2 and r"\section*{Leaderboard: sentiment" in printed
+    elif fmt == "csv":
+        assert "#" not in printed
+        frame = pd.read_csv(io.StringIO(printed))
+        assert frame.columns[0] == "table" and set(frame["table"]) == {"overall", "leaderboard_sentiment"}
+        board = frame[frame["table"] == "leaderboard_sentiment"]
+        assert set(board["strategy"]) >= {"ce", "reinforce"} and board["mean"].notna().any()
+    elif fmt == "json":
+        boards = json.loads(printed)
+        assert set(boards) == {"overall", "leaderboard_sentiment"}
+        assert boards["leaderboard_sentiment"]["title"].startswith("Leaderboard: sentiment")
+        assert {row["strategy"] for row in boards["overall"]["rows"]} >= {"ce", "reinforce"}
+    else:
+        assert check_html(printed) == 2 and "Leaderboard: sentiment" in printed
 
 
 @pytest.fixture(scope="module")

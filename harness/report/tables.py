@@ -1,35 +1,22 @@
-"""The tables of `harness report` and `harness leaderboard`, and every file they are written to.
+"""The tables of `harness report` and `harness leaderboard`, computed from an `Analysis`: each one a
+display frame of formatted text (for Markdown, LaTeX and HTML) and a data frame of numbers (for CSV
+and JSON), with its file stem, title and legend. Which files they are written to, and in which
+formats, is `harness.report.writers`.
 
-Under the output folder:
-  summary.{md,tex,csv}              task × strategy: main test metric, mean ± std over seeds (n seeds)
-  overall.{md,tex,csv}              the cross-task leaderboard: mean tied rank, mean gain over ce, per-task cells
-  leaderboard_<task>.{md,tex,csv}   one task: ranks, CIs, Δ vs ce (and vs the constant-reward control)
-                                    with bootstrap CIs and Holm p-values, guard metrics, cost, all metrics
-  guards.{md,tex,csv}, cost.{md,tex,csv}, not_completed.{md,tex,csv}, comparisons.csv, runs.csv
-  summary.json                      all of the above, machine-readable
-  methods.md                        how each number is computed, and the warnings (few seeds, failed runs)
-  plots/*.png, index.html           figures, and one self-contained page with every table and figure
-  manifest.json, grid.yaml          what produced the numbers, and the grid that reruns them
-Markdown, LaTeX and HTML show formatted text; CSV and JSON hold the numbers (NaN/null where a cell
-has none). Refused and failed cells say so, never 0.
+Tables: summary (task × strategy: main test metric, mean ± std over seeds), overall (the cross-task
+leaderboard: mean tied rank, mean gain over ce, per-task cells), leaderboard_<task> (ranks, CIs,
+Δ vs ce and vs the constant-reward control with bootstrap CIs and Holm p-values, guard metrics,
+cost, all metrics), guards, cost and not_completed. Refused and failed cells say so, never 0.
 """
 from __future__ import annotations
 
-import json
 import math
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
-from tabulate import tabulate
 
-from harness.report import page as html, plots
-from harness.report.analysis import ALPHA, BASELINE, CONTROL, MIN_SEEDS, REPETITION_N, Analysis, analyse, status_words
-from harness.report.manifest import grid, manifest
-from harness.store import Store
+from harness.report.analysis import ALPHA, BASELINE, CONTROL, MIN_SEEDS, REPETITION_N, Analysis, status_words
 
 FEW_SEEDS = "†"
 MISSING = "—"
@@ -266,124 +253,3 @@ def methods(a: Analysis) -> list[str]:
         "Cost: device-seconds per run from start to record (plus the ce run whose checkpoint a strategy starts "
         "from), training samples/s; 'Δ per extra device-hour' divides the gain over ce by the time spent beyond ce.",
     ]
-
-
-# ---- writers ------------------------------------------------------------------------------
-
-def markdown(t: Table) -> str:
-    return tabulate(t.display, headers="keys", tablefmt="github", showindex=t.index, disable_numparse=True)
-
-
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", FEW_SEEDS: r"$^\dagger$", "↑": r"$\uparrow$",
-                  "↓": r"$\downarrow$", MISSING: "---", "·": r"$\cdot$"}
-
-
-def _latex_text(value: Any) -> str:
-    return "".join(_LATEX_SYMBOLS.get(ch, _LATEX_ESCAPES.get(ch, ch)) for ch in str(value))
-
-
-def latex(t: Table) -> str:
-    """A booktabs tabular (needs \\usepackage{booktabs})."""
-    frame = t.display.reset_index(names="") if t.index else t.display
-    align = "".join("l" if i < 2 else "r" for i in range(len(frame.columns)))
-    lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-             " & ".join(_latex_text(c) for c in frame.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(_latex_text(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return f"% {t.title}\n" + "\n".join(lines) + "\n"
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as JSON-ready dicts, NaN as null."""
-    return json.loads(frame.to_json(orient="records"))
-
-
-def _html_page(a: Analysis, all_tables: list[Table], figures: dict[str, Path], info: dict[str, Any]) -> str:
-    by_name = {t.name: t for t in all_tables}
-
-    def section(t: Table) -> str:
-        legend = f"<p>{html.text(t.legend)}</p>" if t.legend else ""
-        return f"<h3>{html.text(t.title)}</h3>{html.table(t.display, t.index)}{legend}"
-
-    parts = [f"<p>{len(a.runs)} runs in the store: {', '.join(f'{v} {k}' for k, v in info['records'].items())}. "
-             "Click a column header to sort.</p>"]
-    if a.notes:
-        parts.append("<h2>Warnings</h2>" + html.bullets(a.notes, "notes"))
-    parts += ["<h2>Overall</h2>", section(by_name["overall"]), section(by_name["summary"])]
-    for task in a.tasks:
-        parts += [f"<h2>{html.text(task)}</h2>", section(by_name[f"leaderboard_{task}"])]
-        parts += [html.image(figures[name], name) for name in (f"bars_{task}", f"curves_{task}", f"sampling_{task}")
-                  if name in figures]
-    parts += ["<h2>Guard metrics</h2>", section(by_name["guards"]), "<h2>Cost</h2>", section(by_name["cost"])]
-    if "cost" in figures:
-        parts.append(html.image(figures["cost"], "cost"))
-    if len(by_name["not_completed"].display):
-        parts += ["<h2>Not completed</h2>", section(by_name["not_completed"])]
-    parts += ["<h2>Methods</h2>", html.bullets(methods(a)),
-              "<h2>Reproducibility manifest</h2>", f"<pre>{html.text(json.dumps(info, indent=1))}</pre>"]
-    return html.document("Reward strategies: results", "\n".join(parts))
-
-
-def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 1000, seed: int = 0,
-                 command: str | None = None) -> dict[str, Any]:
-    """Analyses every record of `store` and writes all tables, figures, the page and the manifest."""
-    records = list(store.records())
-    if not records:
-        raise SystemExit(f"no run records in {store.root}: run `python -m harness run --grid` first")
-    a = analyse(records, n_resamples=n_resamples, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    all_tables = tables(a)
-    for t in all_tables:
-        legend = f"\n{t.legend}\n" if t.legend else ""
-        (out / f"{t.name}.md").write_text(f"# {t.title}\n\n{markdown(t)}\n{legend}", encoding="utf-8")
-        (out / f"{t.name}.tex").write_text(latex(t), encoding="utf-8")
-        t.data.to_csv(out / f"{t.name}.csv", index=False)
-    notes = "".join(f"- {note}\n" for note in a.notes) or "none\n"
-    (out / "methods.md").write_text("# Methods\n\n" + "".join(f"- {m}\n" for m in methods(a)) +
-                                    f"\n# Warnings\n\n{notes}", encoding="utf-8")
-    a.comparisons.to_csv(out / "comparisons.csv", index=False)
-    a.runs.to_csv(out / "runs.csv", index=False)
-    statistics = {"resamples": n_resamples, "bootstrap_seed": seed, "alpha": ALPHA, "confidence": 0.95,
-                  "multiple_comparisons": "Holm, per task and baseline"}
-    command = command or f"python -m harness report --store {store.root} --out {out} --resamples {n_resamples}"
-    info = manifest(records, command, statistics, store.sessions())
-    (out / "manifest.json").write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
-    (out / "grid.yaml").write_text(yaml.safe_dump(grid(records), sort_keys=False), encoding="utf-8")
-    figures = plots.save_figures(a, out / "plots")
-    (out / "index.html").write_text(_html_page(a, all_tables, figures, info), encoding="utf-8")
-    by_name = {t.name: t for t in all_tables}
-    payload = {"summary": by_name["summary"].display.to_dict(orient="index"),
-               "cells": _records(a.cells), "overall": _records(a.overall),
-               "leaderboards": {task: _records(by_name[f"leaderboard_{task}"].data) for task in a.tasks},
-               "comparisons": _records(a.comparisons), "guards": _records(a.guards), "cost": _records(a.cost),
-               "runs": _records(a.runs), "not_completed": _records(by_name["not_completed"].data),
-               "notes": a.notes, "methods": methods(a), "manifest": info}
-    (out / "summary.json").write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
-    if echo:
-        for task in a.tasks:
-            print(f"\n## {task} (ranked by test {a.metrics[task]})\n{markdown(by_name[f'leaderboard_{task}'])}")
-        print(f"\n## task x strategy (test, main metric)\n{markdown(by_name['summary'])}")
-        print(f"\n## overall\n{markdown(by_name['overall'])}")
-        if len(by_name["not_completed"].display):
-            print(f"\n## runs not completed\n{markdown(by_name['not_completed'])}")
-        for note in a.notes:
-            print(f"warning: {note}")
-        print(f"\nwrote {out}/index.html, tables as .md/.tex/.csv, summary.json, plots/, manifest.json, grid.yaml")
-    return payload
-
-
-def print_leaderboards(store: Store, tasks: list[str] | None = None, fmt: str = "md",
-                       n_resamples: int = 1000, seed: int = 0) -> None:
-    """Prints the overall and per-task leaderboards (Markdown, LaTeX or CSV) without writing files."""
-    records = [r for r in store.records() if not tasks or r["config"]["task"] in tasks]
-    if not records:
-        raise SystemExit(f"no run records in {store.root}" + (f" for {', '.join(tasks)}" if tasks else ""))
-    a = analyse(records, n_resamples=n_resamples, seed=seed)
-    for t in [overall_table(a), *(leaderboard(a, task) for task in a.tasks)]:
-        body = {"md": markdown, "latex": latex, "csv": lambda t: t.data.to_csv(index=False)}[fmt](t)
-        print(f"\n## {t.title}\n{body}")
-    for note in a.notes:
-        print(f"warning: {note}", file=sys.stderr)
-
