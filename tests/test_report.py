@@ -233,14 +233,15 @@ def test_cli_report_writes_every_registered_format(sentiment_store: Path, tmp_pa
     (["--format", "csv"], {".csv"}),
     (["--format", "md", "--format", "latex"], {".md", ".tex"}),
     (["--format", "json,tex,json"], {".json", ".tex"}),
-])
+])  # plus manifest.json and grid.yaml, the provenance, whatever the choice
 def test_cli_report_writes_only_the_chosen_formats(sentiment_store: Path, tmp_path: Path, chosen: list[str],
                                                    suffixes: set[str]) -> None:
     out = tmp_path / "out"
     main(["report", "--store", str(sentiment_store), "--out", str(out), "--resamples", "50", *chosen])
-    written = [p for p in out.rglob("*") if p.is_file()]
+    written = [p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.json", "grid.yaml")]
     assert {p.suffix for p in written} == suffixes and not (out / "plots").exists()
-    if suffixes == {".json", ".tex"}:  # summary.json (the manifest is a format of its own)
+    assert (out / "manifest.json").exists() and (out / "grid.yaml").exists()
+    if suffixes == {".json", ".tex"}:
         assert sorted(p.name for p in written if p.suffix == ".json") == ["summary.json"]
         assert "--format json,tex" in json.loads((out / "summary.json").read_text())["manifest"]["command"]
 
@@ -273,7 +274,7 @@ def test_a_users_writer_is_a_report_and_leaderboard_format(sentiment_store: Path
     assert (tmp_path / "all" / "index.html").exists()  # with every built-in format
     main(["report", "--store", str(sentiment_store), "--out", str(tmp_path / "one"), "--resamples", "50",
           "--format", "titles"])
-    assert [p.name for p in (tmp_path / "one").iterdir()] == ["titles.txt"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["grid.yaml", "manifest.json", "titles.txt"]
     capsys.readouterr()
     main(["leaderboard", "--store", str(sentiment_store), "--resamples", "50", "--format", "titles"])
     assert capsys.readouterr().out.splitlines() == ["Overall leaderboard: mean tied rank across tasks",

@@ -23,7 +23,8 @@ Built-in formats, under the output folder:
   csv       <table>.csv (the numbers), comparisons.csv, runs.csv
   json      summary.json: every table's numbers, the notes, the methods and the manifest
   html      index.html: one self-contained page with every table and figure (figures also in plots/)
-  manifest  manifest.json and grid.yaml: what produced the numbers, and the grid that reruns them
+  manifest  manifest.json and grid.yaml: what produced the numbers, and the grid that reruns them;
+            written whatever formats are chosen, since no number should travel without its provenance
 The tables are `harness.report.tables`'s. Markdown, LaTeX and HTML show formatted text; CSV and JSON
 hold the numbers (NaN/null where a cell has none). Refused and failed cells say so, never 0.
 """
@@ -319,6 +320,7 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
     """Analyses every record of `store` and writes the report in `formats` (default: every registered
     one); returns what summary.json holds."""
     names = resolve(formats)
+    names += [] if "manifest" in names else ["manifest"]  # provenance goes with every choice of formats
     records = list(store.records())
     if not records:
         raise ReportError(f"no run records in {store.root}: run `python -m harness run --grid` first")
@@ -326,7 +328,7 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
     statistics = {"resamples": n_resamples, "bootstrap_seed": seed, "alpha": ALPHA, "confidence": 0.95,
                   "multiple_comparisons": "Holm, per task and baseline"}
     if command is None:
-        chosen = "" if formats is None else f" --format {','.join(names)}"
+        chosen = "" if formats is None else f" --format {','.join(n for n in names if n != 'manifest')}"
         command = f"python -m harness report --store {store.root} --out {out} --resamples {n_resamples}{chosen}"
     report = Report(a, tables(a), methods(a), manifest(records, command, statistics, store.sessions()), grid(records))
     out.mkdir(parents=True, exist_ok=True)
