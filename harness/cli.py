@@ -208,9 +208,9 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="the harness against the Hugging Face Trainer recipe, same data and model")
     bench.add_argument("--task", required=True)
     bench.add_argument("--model", help="model alias, Hub id or local path (default: the task's)")
-    for name, kind in (("--max-train", int), ("--max-eval", int), ("--epochs", int), ("--batch-size", int),
+    for name, convert in (("--max-train", int), ("--max-eval", int), ("--epochs", int), ("--batch-size", int),
                        ("--lr", float)):
-        bench.add_argument(name, type=kind, help="default: the `default` preset's setting for the task")
+        bench.add_argument(name, type=convert, help="default: the `default` preset's setting for the task")
     bench.add_argument("--compile", action="store_true", help="torch.compile the harness's training forward")
     bench.add_argument("--data-dir", help="local data folder (default $HARNESS_DATA_DIR; unset: the Hub)")
     bench.add_argument("--peak-tflops", type=float,

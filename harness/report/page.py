@@ -37,15 +37,15 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       var key = function (row) {
         var text = row.cells[col].textContent.trim();
         var match = text.match(/^[#\\[]?([+-]?\\d+(?:\\.\\d+)?(?:e[+-]?\\d+)?)/i);
-        var kind = match ? 0 : (text === "" || text === "\u2014" ? 2 : 1);
-        return { kind: kind, number: match ? parseFloat(match[1]) : 0, text: text };
+        var group = match ? 0 : (text === "" || text === "\u2014" ? 2 : 1);
+        return { group: group, number: match ? parseFloat(match[1]) : 0, text: text };
       };
       var body = table.tBodies[0];
       var rows = Array.prototype.slice.call(body.rows);
       rows.sort(function (a, b) {
         var x = key(a), y = key(b);
-        if (x.kind !== y.kind) { return x.kind - y.kind; }
-        var order = x.kind === 0 ? x.number - y.number : x.text.localeCompare(y.text);
+        if (x.group !== y.group) { return x.group - y.group; }
+        var order = x.group === 0 ? x.number - y.number : x.text.localeCompare(y.text);
         return descending ? -order : order;
       });
       rows.forEach(function (row) { body.appendChild(row); });
