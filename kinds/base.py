@@ -12,7 +12,7 @@ Which kind runs a cell is decided by the task's data form (`Task.kind`) and the 
 architecture (`resolve`): a text-to-text task runs as `seq2seq` on an encoder-decoder (or a
 warm-started encoder) and as `causal_lm` on a decoder-only model.
 
-Imports nothing from harness, rewards or the task modules: `tasks.base` only, for types.
+Imports nothing from harness or rewards; from tasks only `tasks.base` (types) and `tasks.metrics`.
 """
 from __future__ import annotations
 
@@ -113,6 +113,12 @@ class ModelKind:
     def references(self, task: "Task", batch: dict[str, Any], tokenizer: Any, scored_only: bool = False) -> list[Any]:
         """The gold answers as the metric sees them (`scored_only`: aligned with sampled actions)."""
         raise NotImplementedError
+
+    def evaluate_batch(self, task: "Task", model: torch.nn.Module, batch: dict[str, Any], tokenizer: Any,
+                       generation: dict[str, Any]) -> tuple[list[Any], list[dict[str, Any]] | None]:
+        """Predictions and, for kinds that predict classes, each example's calibration statistics
+        (`tasks.metrics.calibration_stats`) from the same forward pass; None where there are none."""
+        return self.predict(task, model, batch, tokenizer, generation), None
 
     def policy(self, task: "Task", tokenizer: Any, max_new_tokens: int, length_factor: float | None = None) -> Policy:
         raise NotImplementedError

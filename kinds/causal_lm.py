@@ -40,7 +40,7 @@ class CausalLM(SequenceKind):
     name = "causal_lm"
     serves = "seq2seq"
     architectures = ("decoder",)
-    columns = ("prompt_length",)
+    columns = ("prompt_length", "target")
 
     def encode(self, task: "Task", rows: dict[str, list[Any]], tokenizer: Any, start: int | None) -> dict[str, list]:
         if not task.prompt or "{source}" not in task.prompt:
@@ -67,7 +67,7 @@ class CausalLM(SequenceKind):
         prompts = [f["input_ids"][: f["prompt_length"]] for f in features]
         return {"input_ids": input_ids, "attention_mask": pad([[1] * len(f["input_ids"]) for f in features], 0),
                 "index": torch.tensor([f["index"] for f in features]), "labels": labels,
-                "completion": pad([f["labels"] for f in features], IGNORE),
+                "completion": pad([f["labels"] for f in features], IGNORE), "target": [f["target"] for f in features],
                 "prompt_ids": pad(prompts, pad_id, left=True), "prompt_mask": pad([[1] * len(p) for p in prompts], 0, left=True)}
 
     def gold(self, batch: dict[str, Any]) -> torch.Tensor:

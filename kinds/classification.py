@@ -7,6 +7,7 @@ import torch
 
 from kinds.base import TINY, ModelKind, label_maps, pad, register_kind
 from kinds.positions import PositionPolicy
+from tasks.metrics import calibration_stats
 
 if TYPE_CHECKING:
     from tasks.base import Task
@@ -37,6 +38,13 @@ class Classification(ModelKind):
     def predict(self, task: "Task", model: torch.nn.Module, batch: dict[str, Any], tokenizer: Any,
                 generation: dict[str, Any]) -> list[Any]:
         return self.forward(model, batch).argmax(-1).tolist()
+
+    @torch.no_grad()
+    def evaluate_batch(self, task: "Task", model: torch.nn.Module, batch: dict[str, Any], tokenizer: Any,
+                       generation: dict[str, Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+        logits = self.forward(model, batch).float()
+        probs, gold = logits.softmax(-1).cpu().numpy(), batch["labels"].cpu().numpy()
+        return logits.argmax(-1).tolist(), [calibration_stats(probs[i: i + 1], gold[i: i + 1]) for i in range(len(gold))]
 
     def references(self, task: "Task", batch: dict[str, Any], tokenizer: Any, scored_only: bool = False) -> list[Any]:
         return batch["labels"].tolist()

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 class Seq2Seq(SequenceKind):
     name = serves = "seq2seq"
     architectures = ("encoder-decoder", "encoder")
+    columns = ("target",)
 
     def encode(self, task: "Task", rows: dict[str, list[Any]], tokenizer: Any, start: int | None) -> dict[str, list]:
         enc = tokenizer(rows["source"], truncation=True, max_length=task.max_source_length)
@@ -33,6 +34,7 @@ class Seq2Seq(SequenceKind):
         return {"input_ids": pad([f["input_ids"] for f in features], pad_id),
                 "attention_mask": pad([[1] * len(f["input_ids"]) for f in features], 0),
                 "index": torch.tensor([f["index"] for f in features]), "labels": labels,
+                "target": [f["target"] for f in features],
                 # position t reads shifted[t] and predicts labels[t]
                 "decoder_attention_mask": (labels != IGNORE).long(),
                 "decoder_input_ids": shifted.masked_fill(shifted == IGNORE, pad_id)}

@@ -25,12 +25,14 @@ GREEDY = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0)
 
 
 class SequenceKind(ModelKind):
-    """What the sequence kinds share besides the policy: references are the decoded gold outputs."""
+    """What the sequence kinds share besides the policy: references are the data's raw target text
+    (never the tokenizer's decoding of it, which an uncased or truncating tokenizer would alter), so
+    metrics are comparable with published figures; rows carry it in the `target` column."""
 
     generates = True
 
     def references(self, task: "Task", batch: dict[str, Any], tokenizer: Any, scored_only: bool = False) -> list[Any]:
-        return decode(tokenizer, self.gold(batch).masked_fill(self.gold(batch) == IGNORE, tokenizer.pad_token_id))
+        return list(batch["target"])
 
     def gold(self, batch: dict[str, Any]) -> torch.Tensor:
         """[B, L] the reference output tokens (IGNORE after the end), as sampled actions are laid out."""

@@ -10,6 +10,7 @@ import torch
 
 from kinds.base import IGNORE, TINY, ModelKind, label_maps, pad, register_kind
 from kinds.positions import PositionPolicy
+from tasks.metrics import calibration_stats
 
 if TYPE_CHECKING:
     from tasks.base import Task
@@ -48,9 +49,23 @@ class Tagging(ModelKind):
     @torch.no_grad()
     def predict(self, task: "Task", model: torch.nn.Module, batch: dict[str, Any], tokenizer: Any,
                 generation: dict[str, Any]) -> list[Any]:
-        best = self.forward(model, batch).argmax(-1).tolist()
-        return [[task.labels[row[p]] if p >= 0 else "O" for p in starts]
-                for row, starts in zip(best, batch["word_starts"])]
+        return self._words(task, self.forward(model, batch), batch)
+
+    @torch.no_grad()
+    def evaluate_batch(self, task: "Task", model: torch.nn.Module, batch: dict[str, Any], tokenizer: Any,
+                       generation: dict[str, Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+        """Calibration per scored token: every word's first sub-token within the truncation."""
+        logits = self.forward(model, batch).float()
+        probs, labels = logits.softmax(-1).cpu().numpy(), batch["labels"].cpu().numpy()
+        scored = labels != IGNORE
+        return self._words(task, logits, batch), [calibration_stats(p[keep], y[keep])
+                                                  for p, y, keep in zip(probs, labels, scored)]
+
+    @staticmethod
+    def _words(task: "Task", logits: torch.Tensor, batch: dict[str, Any]) -> list[list[str]]:
+        """Each word's tag from its first sub-token; O for words truncated away."""
+        best = logits.argmax(-1).tolist()
+        return [[task.labels[row[p]] if p >= 0 else "O" for p in starts] for row, starts in zip(best, batch["word_starts"])]
 
     def references(self, task: "Task", batch: dict[str, Any], tokenizer: Any, scored_only: bool = False) -> list[Any]:
         """The tags of every word, also of words truncated away (which `predict` tags O, so truncation

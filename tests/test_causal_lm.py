@@ -24,7 +24,7 @@ def batch_of(task_name: str = "translation", rows: dict | None = None) -> dict:
     task = get_task(task_name)
     rows = rows or ROWS
     encoded = KIND.encode(task, rows, TOKENIZER, None)
-    features = [{**{k: v[i] for k, v in encoded.items()}, "index": i} for i in range(len(rows["source"]))]
+    features = [{**{k: v[i] for k, v in {**rows, **encoded}.items()}, "index": i} for i in range(len(rows["source"]))]
     return KIND.collate(task, features, TOKENIZER.pad_token_id, None)
 
 
@@ -54,7 +54,7 @@ def test_prompt_then_completion_and_labels_predict_the_next_completion_token():
         assert labels[row, scored[-1]] == TOKENIZER.sep_token_id
         completion = TOKENIZER.decode(labels[row, scored], skip_special_tokens=True)
         assert completion == ROWS["target"][row].lower()
-    assert KIND.references(get_task("translation"), batch, TOKENIZER) == [t.lower() for t in ROWS["target"]]
+    assert KIND.references(get_task("translation"), batch, TOKENIZER) == ROWS["target"]  # the raw text
     # left-padded prompts for generation: the shorter prompt is padded on the left
     assert batch["prompt_mask"][0, 0] == 0 and batch["prompt_mask"][0, -1] == 1 and batch["prompt_mask"][1].all()
 

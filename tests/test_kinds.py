@@ -70,7 +70,8 @@ def test_seq2seq_labels_drop_the_start_token_and_decoder_inputs_are_shifted():
     assert dec[0, 1:short].tolist() == rows[0]["labels"][:-1]
     assert (labels[0, short:] == IGNORE).all() and (dec[0, short + 1:] == TOKENIZER.pad_token_id).all()
     assert batch["decoder_attention_mask"][0].sum() == short
-    assert kinds.get_kind(task.kind).references(task, batch, TOKENIZER) == ["a dog runs.", "two men are walking in the park."]
+    # references are the data's raw text, not the uncased tokenizer's decoding of the labels
+    assert kinds.get_kind(task.kind).references(task, batch, TOKENIZER) == ["A dog runs.", "Two men are walking in the park."]
 
 
 def test_batches_group_by_length_cover_every_row_once_and_repeat_with_the_seed():

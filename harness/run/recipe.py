@@ -31,8 +31,9 @@ from harness.store import Store
 from kinds import IGNORE, ModelKind, to_device
 from kinds.base import forward
 from rewards.base import REWARDS, RewardStrategy, StepContext, build_reward
-from tasks.base import Task, get_task
+from tasks.base import MetricResult, Task, get_task
 from tasks.formats import DataFormatError
+from tasks.metrics import calibration_aggregate
 
 SPLITS = ("train", "validation", "test")
 
@@ -260,34 +261,43 @@ def _check_finite(sums: dict[str, torch.Tensor], terms: dict[str, torch.Tensor],
 
 def evaluate(kind: ModelKind, task: Task, model: torch.nn.Module, batches: Batches, tokenizer: Any,
              device: torch.device, generation: dict[str, Any], desc: str,
-             progress: bool = True) -> tuple[list[Any], list[Any]]:
-    """Predictions and references for every row of a split, in the split's order."""
+             progress: bool = True) -> tuple[list[Any], list[Any], list[dict[str, Any]] | None]:
+    """Predictions, references and (where the kind has them) calibration statistics for every row
+    of a split, in the split's order."""
     model.eval()
     predictions: list[Any] = [None] * len(batches.rows)
     references: list[Any] = [None] * len(batches.rows)
+    calibration: list[Any] = [None] * len(batches.rows)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for batch in tqdm(batches.iterate(), total=len(batches), desc=desc, leave=False, mininterval=2,
                           disable=not progress):
             batch = to_device(batch, device)
-            preds = kind.predict(task, model, batch, tokenizer, generation)
+            preds, stats = kind.evaluate_batch(task, model, batch, tokenizer, generation)
             refs = kind.references(task, batch, tokenizer)
-            for i, p, r in zip(batch["index"].tolist(), preds, refs):
+            for n, (i, p, r) in enumerate(zip(batch["index"].tolist(), preds, refs)):
                 predictions[i], references[i] = p, r
-    return predictions, references
+                calibration[i] = None if stats is None else stats[n]
+    return predictions, references, None if None in calibration else calibration
 
 
 def validate(setup: Setup, progress: bool = True) -> dict[str, float]:
-    preds, refs = evaluate(setup.kind, setup.task, setup.model, setup.data["validation"], setup.tokenizer,
-                           setup.device, setup.generation, "validation", progress)
+    preds, refs, _ = evaluate(setup.kind, setup.task, setup.model, setup.data["validation"], setup.tokenizer,
+                              setup.device, setup.generation, "validation", progress)
     return setup.task.score(preds, refs).corpus
 
 
-def test(setup: Setup, progress: bool = True) -> tuple[list[Any], list[Any], Any, float]:
-    """Predictions, references, the task's scores and the seconds it took, on the test split."""
+def test(setup: Setup, progress: bool = True) -> tuple[list[Any], list[Any], MetricResult, float]:
+    """Predictions, references, the task's scores (with calibration where the kind has class
+    probabilities) and the seconds it took, on the test split."""
     started = time.time()
-    preds, refs = evaluate(setup.kind, setup.task, setup.model, setup.data["test"], setup.tokenizer,
-                           setup.device, setup.generation, "test", progress)
-    return preds, refs, setup.task.score(preds, refs), time.time() - started
+    preds, refs, calibration = evaluate(setup.kind, setup.task, setup.model, setup.data["test"], setup.tokenizer,
+                                        setup.device, setup.generation, "test", progress)
+    result = setup.task.score(preds, refs)
+    if calibration is not None:
+        per_example = [{**stats, **extra} for stats, extra in zip(result.per_example, calibration)]
+        result = MetricResult(corpus={**result.corpus, **calibration_aggregate(per_example)}, per_example=per_example,
+                              info=result.info)
+    return preds, refs, result, time.time() - started
 
 
 # ---- the run ----------------------------------------------------------------------------------
