@@ -119,7 +119,7 @@ def test_guard_metrics() -> None:
     assert repetition_rate("the cat sat") == 0 and math.isnan(repetition_rate("word"))
     record = completed("translation", "reinforce", 2, 0.9, sampling=True)
     guards = run_guards(record)
-    predictions = [ex["prediction"] for ex in record["test_examples"]]
+    predictions = [ex["prediction"] for ex in record.test_examples]
     empty = sum(not p for p in predictions) / len(predictions)
     assert empty > 0 and guards["empty_share"] == pytest.approx(empty)
     assert guards["mean_length"] == pytest.approx(sum(len(p.split()) for p in predictions) / len(predictions))
@@ -165,7 +165,7 @@ def test_rewards_with_several_parameter_sets_are_separate_strategies() -> None:
 
 
 def test_cli_report_and_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    records = [r for r in grid_records() if r["config"]["task"] == "sentiment"]
+    records = [r for r in grid_records() if r.task == "sentiment"]
     write_store(tmp_path / "store", records)
     main(["report", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--resamples", "50"])
     printed = capsys.readouterr().out

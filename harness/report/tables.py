@@ -377,7 +377,7 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
 def print_leaderboards(store: Store, tasks: list[str] | None = None, fmt: str = "md",
                        n_resamples: int = 1000, seed: int = 0) -> None:
     """Prints the overall and per-task leaderboards (Markdown, LaTeX or CSV) without writing files."""
-    records = [r for r in store.records() if not tasks or r["config"]["task"] in tasks]
+    records = [r for r in store.records() if not tasks or r.task in tasks]
     if not records:
         raise SystemExit(f"no run records in {store.root}" + (f" for {', '.join(tasks)}" if tasks else ""))
     a = analyse(records, n_resamples=n_resamples, seed=seed)

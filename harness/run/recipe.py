@@ -25,7 +25,7 @@ from harness.config import RunConfig
 from harness.run.data import Batches, DataSource, head, load_split
 from harness.environment import environment
 from harness.run.models import load_model, load_tokenizer
-from harness.store import Store
+from harness.store import RunRecord, Store
 from rewards.base import REWARDS, StepContext, build_reward
 import kinds
 from tasks.base import Task, get_task
@@ -88,7 +88,7 @@ def evaluate(task: Task, model: torch.nn.Module, batches: Batches, tokenizer: An
 
 
 def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device | None = None,
-        progress: bool = True, oom_retry: dict[str, Any] | None = None) -> dict[str, Any]:
+        progress: bool = True, oom_retry: dict[str, Any] | None = None) -> RunRecord:
     """Trains, selects and tests one configuration; returns the record it stored.
 
     `oom_retry` (set by `run_or_record_failure` after running out of GPU memory): each batch of the
@@ -230,27 +230,23 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     eval_seconds = time.time() - eval_start
     if cfg.reward in {cls.init_from for cls in REWARDS.values() if cls.init_from}:
         store.save_checkpoint(run_hash, best_state)
-    record = {
-        "hash": run_hash, "status": "completed", "config": cfg.identity(),
-        "model": model_name, "generation": generation, "init_from": init_from,
-        "main_metric": task.main_metric, "best_epoch": best_epoch,
-        "validation": history[best_epoch - 1]["validation"], "test": test_result.corpus,
-        "metric_info": test_result.info, "history": history, "steps": step_log,
-        "test_examples": [{"prediction": p, "reference": r, **stats}
-                          for p, r, stats in zip(preds, refs, test_result.per_example)],
-        "timing": {"total_seconds": time.time() - started, "train_seconds": train_seconds,
-                   "test_eval_seconds": eval_seconds,
-                   "train_samples_per_second": train_samples / train_seconds if train_seconds else None,
-                   "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
-        "environment": environment(),
-    }
-    if oom_retry:
-        record["oom_retry"] = oom_retry
+    record = RunRecord.completed(
+        cfg, model=model_name, generation=generation, init_from=init_from,
+        main_metric=task.main_metric, best_epoch=best_epoch,
+        validation=history[best_epoch - 1]["validation"], test=test_result.corpus,
+        metric_info=test_result.info, history=history, steps=step_log,
+        test_examples=[{"prediction": p, "reference": r, **stats}
+                       for p, r, stats in zip(preds, refs, test_result.per_example)],
+        timing={"total_seconds": time.time() - started, "train_seconds": train_seconds,
+                "test_eval_seconds": eval_seconds,
+                "train_samples_per_second": train_samples / train_seconds if train_seconds else None,
+                "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
+        environment=environment(), oom_retry=oom_retry or None)
     store.save(record)
     return record
 
 
-def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True) -> dict[str, Any]:
+def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True) -> RunRecord:
     """Runs one cell; a refusal or an exception becomes a stored record instead of stopping the grid.
 
     Out of GPU memory, the run is retried once with half the batch and 2-step gradient accumulation
@@ -273,13 +269,10 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
               f"{oom_retry['batch_size']} x {oom_retry['grad_accum']} accumulation steps", file=sys.stderr)
         return run(cfg, store, source, progress=progress, oom_retry=oom_retry)
     except RunRefused as refusal:
-        record = {"hash": cfg.run_hash(), "status": "refused", "config": cfg.identity(), "reason": str(refusal)}
+        record = RunRecord.refused(cfg, str(refusal))
     except (KeyboardInterrupt, SystemExit, DataFormatError):  # bad input stops the grid, records nothing
         raise
     except Exception as err:  # noqa: BLE001 - any failure of one cell is recorded, the grid goes on
-        record = {"hash": cfg.run_hash(), "status": "failed", "config": cfg.identity(),
-                  "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-        if oom_retry:
-            record["oom_retry"] = oom_retry
+        record = RunRecord.failed(cfg, err, traceback.format_exc(), oom_retry=oom_retry or None)
     store.save(record)
     return record
