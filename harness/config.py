@@ -73,8 +73,14 @@ class RunConfig:
                 "harness_version": __version__}
 
     def run_hash(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return identity_hash(self.identity())
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """The run hash of an identity (`RunConfig.identity()`); a function so a bare identity, e.g. a
+    record's config, hashes exactly as the RunConfig it came from."""
+    blob = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

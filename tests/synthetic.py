@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig, TrainSettings
-from harness.store import Store
+from harness.store import RunRecord, Store
 from tasks.base import get_task
 
 N_EXAMPLES = 80
@@ -65,7 +65,7 @@ def config(task: str, reward: str, seed: int, reward_params: dict[str, Any] | No
 
 def completed(task: str, reward: str, seed: int, error: float, *, seconds: float = 100.0,
               sampling: bool = False, init_from: str | None = None,
-              reward_params: dict[str, Any] | None = None) -> dict[str, Any]:
+              reward_params: dict[str, Any] | None = None) -> RunRecord:
     """A completed record whose test predictions have the given error rate."""
     cfg = config(task, reward, seed, reward_params)
     t = get_task(task)
@@ -77,26 +77,26 @@ def completed(task: str, reward: str, seed: int, error: float, *, seconds: float
                 "train_seconds": seconds / 4, "samples_per_second": 50.0} for e in (1, 2, 3)]
     steps = [{"step": s, "epoch": 1 + s // 20, "lr": 1e-4, **terms, **({"reward": 0.2 + s / 100} if sampling else {})}
              for s in range(10, 70, 10)]
-    return {"hash": cfg.run_hash(), "status": "completed", "config": cfg.identity(), "model": t.default_model,
-            "generation": {"num_beams": 1} if t.kind == "seq2seq" else {}, "init_from": init_from,
-            "main_metric": t.main_metric, "best_epoch": 3, "validation": result.corpus, "test": result.corpus,
-            "metric_info": result.info, "history": history, "steps": steps,
-            "test_examples": [{"prediction": p, "reference": r, **s} for p, r, s in
-                              zip(preds, refs, result.per_example)],
-            "timing": {"total_seconds": seconds, "train_seconds": 0.8 * seconds, "test_eval_seconds": 5.0,
-                       "train_samples_per_second": 50.0 if not sampling else 20.0, "peak_gpu_memory_bytes": 2 ** 30},
-            "environment": {"harness": "0.1.0", "git_commit": "abc123", "python": "3.11.7", "torch": "2.13.0",
-                            "transformers": "5.0", "datasets": "5.0", "platform": "Linux", "device": "NVIDIA H100"}}
+    return RunRecord.completed(
+        cfg, model=t.default_model, generation={"num_beams": 1} if t.kind == "seq2seq" else {},
+        init_from=init_from, main_metric=t.main_metric, best_epoch=3, validation=result.corpus,
+        test=result.corpus, metric_info=result.info, history=history, steps=steps,
+        test_examples=[{"prediction": p, "reference": r, **s} for p, r, s in zip(preds, refs, result.per_example)],
+        timing={"total_seconds": seconds, "train_seconds": 0.8 * seconds, "test_eval_seconds": 5.0,
+                "train_samples_per_second": 50.0 if not sampling else 20.0, "peak_gpu_memory_bytes": 2 ** 30},
+        environment={"harness": "0.1.0", "git_commit": "abc123", "python": "3.11.7", "torch": "2.13.0",
+                     "transformers": "5.0", "datasets": "5.0", "platform": "Linux", "device": "NVIDIA H100"})
 
 
-def not_completed(task: str, reward: str, seed: int, status: str) -> dict[str, Any]:
+def not_completed(task: str, reward: str, seed: int, status: str) -> RunRecord:
     cfg = config(task, reward, seed)
-    why = {"reason": f"reward {reward!r} does not support {task}"} if status == "refused" else \
-        {"error": "RuntimeError: CUDA error: out of memory", "traceback": "Traceback ...\nRuntimeError: out of memory"}
-    return {"hash": cfg.run_hash(), "status": status, "config": cfg.identity(), **why}
+    if status == "refused":
+        return RunRecord.refused(cfg, f"reward {reward!r} does not support {task}")
+    return RunRecord.failed(cfg, "RuntimeError: CUDA error: out of memory",
+                            "Traceback ...\nRuntimeError: out of memory")
 
 
-def grid_records() -> list[dict[str, Any]]:
+def grid_records() -> list[RunRecord]:
     """ner, sentiment and translation with: ce (3 seeds); reinforce, clearly better (3 seeds, from the ce
     checkpoint); constant_reward, as good as ce (2 seeds: a warning); label_smoothing, with exactly
     ce's predictions (a tie); focal, one of 3 seeds failed; dice refused on translation; mrt failed
@@ -105,10 +105,10 @@ def grid_records() -> list[dict[str, Any]]:
     for task in ("ner", "sentiment", "translation"):
         ce = [completed(task, "ce", s, 0.35) for s in (1, 2, 3)]
         records += ce
-        records += [completed(task, "reinforce", s, 0.05, seconds=150.0, sampling=True, init_from=ce[s - 1]["hash"])
+        records += [completed(task, "reinforce", s, 0.05, seconds=150.0, sampling=True, init_from=ce[s - 1].hash)
                     for s in (1, 2, 3)]
         records += [completed(task, "constant_reward", s, 0.35, seconds=150.0, sampling=True,
-                              init_from=ce[s - 1]["hash"]) for s in (1, 2)]
+                              init_from=ce[s - 1].hash) for s in (1, 2)]
         records += [completed(task, "label_smoothing", s, 0.35) for s in (1, 2, 3)]
         records += [completed(task, "focal", s, 0.3) for s in (1, 3)] + [not_completed(task, "focal", 2, "failed")]
     records += [not_completed("translation", "dice", s, "refused") for s in (1, 2, 3)]
@@ -117,7 +117,7 @@ def grid_records() -> list[dict[str, Any]]:
     return records
 
 
-def write_store(root: Path, records: list[dict[str, Any]] | None = None) -> Store:
+def write_store(root: Path, records: list[RunRecord] | None = None) -> Store:
     store = Store(root)
     for record in grid_records() if records is None else records:
         store.save(record)

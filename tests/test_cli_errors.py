@@ -13,7 +13,7 @@ import harness.run.recipe
 import rewards  # noqa: F401  (registers the built-in strategies)
 from harness.cli import main
 from harness.config import list_presets, load_grid, preset_path
-from harness.store import Store
+from harness.store import RunRecord, Store
 from rewards.base import REWARDS
 
 TASKS = ("ner", "sentiment", "translation", "summarization")
@@ -119,7 +119,7 @@ def test_valid_run_reaches_the_runner(store, capsys, data_dir, monkeypatch):
 
     def fake_runner(cfg, store_, source, progress=True):
         seen.append(cfg)
-        return {"status": "refused", "reason": "fake runner"}
+        return RunRecord.refused(cfg, "fake runner")
 
     monkeypatch.setattr(harness.run.recipe, "run_or_record_failure", fake_runner)
     main(["run", "--preset", "smoke", "--task", "sentiment", "--reward", "focal", "--seed", "3",

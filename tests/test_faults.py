@@ -16,15 +16,15 @@ import torch
 
 from harness.cli import main
 from harness.run.recipe import run_or_record_failure
-from harness.store import Store
+from harness.store import RunRecord, Store
 from rewards.ce import CrossEntropy
 from tests.helpers import configs, write_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _stored(store: Store, cfg) -> dict:
-    return store._read(store.record_path(cfg.task, cfg.reward, cfg.run_hash()))
+def _stored(store: Store, cfg) -> RunRecord:
+    return store.record(cfg.task, cfg.reward, cfg.run_hash())
 
 
 # ---- NaN / inf loss ----------------------------------------------------------------------------
@@ -60,10 +60,10 @@ def test_nan_loss_is_caught_at_the_next_logged_step(tmp_path, data_dir, temporar
     monkeypatch.setattr(runner, "evaluate", lambda *a, **k: evaluated.append(a[-1]) or real_evaluate(*a, **k))
     store = Store(tmp_path / "s")
     record = run_or_record_failure(cfg, store, source, progress=False)
-    assert record["status"] == "failed"
-    assert record["error"].startswith("FloatingPointError: non-finite training loss terms by step 4 (epoch 1)")
+    assert record.status == "failed"
+    assert record.error.startswith("FloatingPointError: non-finite training loss terms by step 4 (epoch 1)")
     assert evaluated == [], "stopped inside the first epoch, before any validation"
-    assert _stored(store, cfg)["error"] == record["error"] and "Traceback" in record["traceback"]
+    assert _stored(store, cfg).error == record.error and "Traceback" in record.traceback
     assert not store.checkpoint_path(cfg.run_hash()).exists()
 
 
@@ -74,9 +74,9 @@ def test_inf_loss_between_log_points_is_caught_at_epoch_end(tmp_path, data_dir, 
     (cfg,), source = configs(grid, data_dir)
     store = Store(tmp_path / "s")
     record = run_or_record_failure(cfg, store, source, progress=False)
-    assert record["status"] == "failed"
-    assert "FloatingPointError: non-finite training loss terms in epoch 1" in record["error"]
-    assert _stored(store, cfg)["status"] == "failed"
+    assert record.status == "failed"
+    assert "FloatingPointError: non-finite training loss terms in epoch 1" in record.error
+    assert _stored(store, cfg).status == "failed"
 
 
 # ---- out of GPU memory -----------------------------------------------------------------------------
@@ -106,21 +106,21 @@ def test_out_of_memory_retries_with_half_batch_and_accumulation(tmp_path, data_d
     store = Store(tmp_path / "s")
     ce = run_or_record_failure(ce_cfg, store, source, progress=False)
     record = run_or_record_failure(oom_cfg, store, source, progress=False)
-    assert record["status"] == "completed", record.get("error")
-    assert record["oom_retry"]["batch_size"] == 4 and record["oom_retry"]["grad_accum"] == 2
-    assert "OutOfMemoryError" in record["oom_retry"]["first_error"]
+    assert record.status == "completed", record.error
+    assert record.oom_retry["batch_size"] == 4 and record.oom_retry["grad_accum"] == 2
+    assert "OutOfMemoryError" in record.oom_retry["first_error"]
     # The record is the configuration asked for: same hash, same settings, stored under that hash.
-    assert record["hash"] == oom_cfg.run_hash() and record["config"] == oom_cfg.identity()
-    assert record["config"]["settings"]["batch_size"] == 8
-    assert _stored(store, oom_cfg)["oom_retry"] == record["oom_retry"]
+    assert record.hash == oom_cfg.run_hash() and record.config == oom_cfg.identity()
+    assert record.config["settings"]["batch_size"] == 8
+    assert _stored(store, oom_cfg).oom_retry == record.oom_retry
     # The same effective batch: as many optimizer steps as the ce run, and (CE both; dropout masks
     # differ) nearly the same losses and gradient norms: an accumulated gradient not divided by the
     # number of micro-batches would double the norm.
-    assert [s["step"] for s in record["steps"]] == [s["step"] for s in ce["steps"]] == [2, 4, 6, 8]
-    for a, b in zip(record["history"], ce["history"]):
+    assert [s["step"] for s in record.steps] == [s["step"] for s in ce.steps] == [2, 4, 6, 8]
+    for a, b in zip(record.history, ce.history):
         assert math.isclose(a["train"]["loss"], b["train"]["loss"], rel_tol=1e-2), (a["train"], b["train"])
         assert math.isclose(a["train"]["grad_norm"], b["train"]["grad_norm"], rel_tol=0.1), (a["train"], b["train"])
-    assert "oom_retry" not in ce
+    assert ce.oom_retry is None
 
 
 def test_out_of_memory_twice_is_recorded_as_failed_with_the_retry(tmp_path, data_dir, temporary_reward):
@@ -130,25 +130,25 @@ def test_out_of_memory_twice_is_recorded_as_failed_with_the_retry(tmp_path, data
     (cfg,), source = configs(grid, data_dir)
     store = Store(tmp_path / "s")
     record = run_or_record_failure(cfg, store, source, progress=False)
-    assert record["status"] == "failed" and record["error"].startswith("OutOfMemoryError: CUDA out of memory")
-    assert record["oom_retry"]["batch_size"] == 4 and record["oom_retry"]["grad_accum"] == 2
-    assert _stored(store, cfg)["oom_retry"] == record["oom_retry"]
+    assert record.status == "failed" and record.error.startswith("OutOfMemoryError: CUDA out of memory")
+    assert record.oom_retry["batch_size"] == 4 and record.oom_retry["grad_accum"] == 2
+    assert _stored(store, cfg).oom_retry == record.oom_retry
     # A batch of one cannot be halved: failed at once, no retry.
     one = configs(write_grid(tmp_path / "g1.yaml", ["ner"], rewards=["test_always_oom"], epochs=1,
                              max_train=16, max_eval=8, batch_size=1), data_dir)[0][0]
     record = run_or_record_failure(one, store, source, progress=False)
-    assert record["status"] == "failed" and "oom_retry" not in record
+    assert record.status == "failed" and record.oom_retry is None
 
 
 # ---- SIGKILL at random moments, then resume ------------------------------------------------------
 
-def _comparable(record: dict) -> dict:
-    return {"status": record["status"], "test": record["test"], "best_epoch": record["best_epoch"],
-            "predictions": [e["prediction"] for e in record["test_examples"]]}
+def _comparable(record: RunRecord) -> dict:
+    return {"status": record.status, "test": record.test, "best_epoch": record.best_epoch,
+            "predictions": [e["prediction"] for e in record.test_examples]}
 
 
 def _final(store: Path) -> dict[str, dict]:
-    return {r["hash"]: _comparable(r) for r in Store(store).records()}
+    return {r.hash: _comparable(r) for r in Store(store).records()}
 
 
 def test_grid_killed_at_random_moments_resumes_to_the_uninterrupted_result(tmp_path, data_dir):

@@ -57,17 +57,18 @@ def test_pool_gives_the_sequential_records_and_starts_children_after_their_paren
     assert len([line for line in lines if ": test " in line]) == 4, lines
 
     for cfg in cfgs:
-        paths = [Store(tmp_path / name).record_path(cfg.task, cfg.reward, cfg.run_hash()) for name in ("seq", "pool")]
-        alone, pooled = (json.loads(p.read_text()) for p in paths)
-        assert pooled["status"] == alone["status"] == "completed"
-        assert pooled["test"] == alone["test"]
-        assert [e["prediction"] for e in pooled["test_examples"]] == [e["prediction"] for e in alone["test_examples"]]
-        assert pooled["history"][0]["train"] == alone["history"][0]["train"]
+        stores = [Store(tmp_path / name) for name in ("seq", "pool")]
+        paths = [store.record_path(cfg.task, cfg.reward, cfg.run_hash()) for store in stores]
+        alone, pooled = (store.record(cfg.task, cfg.reward, cfg.run_hash()) for store in stores)
+        assert pooled.status == alone.status == "completed"
+        assert pooled.test == alone.test
+        assert [e["prediction"] for e in pooled.test_examples] == [e["prediction"] for e in alone.test_examples]
+        assert pooled.history[0]["train"] == alone.history[0]["train"]
         parent = parent_config(cfg)
-        assert pooled["init_from"] == alone["init_from"] == (parent.run_hash() if parent else None)
+        assert pooled.init_from == alone.init_from == (parent.run_hash() if parent else None)
         if parent:  # it started after the parent's record was written
             parent_written = Store(tmp_path / "pool").record_path(cfg.task, "ce", parent.run_hash()).stat().st_mtime
-            assert paths[1].stat().st_mtime - pooled["timing"]["total_seconds"] >= parent_written
+            assert paths[1].stat().st_mtime - pooled.timing["total_seconds"] >= parent_written
 
 
 def _children(pid: int) -> list[int]:

@@ -40,9 +40,9 @@ def local_ray(tmp_path_factory, monkeypatch):
 
 
 def _results(store) -> dict:
-    return {(r["config"]["task"], r["config"]["reward"]): {
-        "status": r["status"], "hash": r["hash"], "test": r["test"], "init_from": r["init_from"],
-        "predictions": [e["prediction"] for e in r["test_examples"]]} for r in Store(store).records()}
+    return {(r.task, r.reward): {
+        "status": r.status, "hash": r.hash, "test": r.test, "init_from": r.init_from,
+        "predictions": [e["prediction"] for e in r.test_examples]} for r in Store(store).records()}
 
 
 def test_ray_grid_matches_the_local_executor(tmp_path, data_dir, local_ray, monkeypatch, capsys):

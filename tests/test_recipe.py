@@ -88,8 +88,8 @@ def test_strategies_take_several_updates_per_batch_with_one_rollout(tmp_path, da
     assert calls["rollout"] == [0, 3, 6, 9], "one rollout per batch (2 batches x 2 epochs), before its updates"
     assert calls["loss"] == [(s, s % 3) for s in range(12)]
     assert calls["after_step"] == list(range(1, 13))
-    assert [s["step"] for s in record["steps"]] == list(range(1, 13))
-    assert record["steps"][-1]["lr"] == 0.0, "the schedule spans every optimiser step (3 per batch)"
+    assert [s["step"] for s in record.steps] == list(range(1, 13))
+    assert record.steps[-1]["lr"] == 0.0, "the schedule spans every optimiser step (3 per batch)"
 
 
 # ---- a new kind in one place: sentence pairs ---------------------------------------------------
@@ -142,7 +142,7 @@ def test_pair_task_runs_through_the_recipe(tmp_path, pair_task):
     source = DataSource(data_dir=tmp_path)
     cfg = RunConfig(task="test_pairs", reward="ce", seed=1, settings=settings, data=source.describe(pair_task))
     record = run(cfg, Store(tmp_path / "s"), source, progress=False)
-    assert record["status"] == "completed" and len(record["test_examples"]) == 96
-    losses = [h["train"]["loss"] for h in record["history"]]
+    assert record.status == "completed" and len(record.test_examples) == 96
+    losses = [h["train"]["loss"] for h in record.history]
     assert losses[-1] < losses[0]
-    assert record["test"]["accuracy"] > 60, "the label is in the second text: the model must see it"
+    assert record.test["accuracy"] > 60, "the label is in the second text: the model must see it"

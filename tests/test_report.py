@@ -166,7 +166,7 @@ def test_guard_metrics() -> None:
     assert repetition_rate("the cat sat") == 0 and math.isnan(repetition_rate("word"))
     record = completed("translation", "reinforce", 2, 0.9, sampling=True)
     guards = run_guards(record)
-    predictions = [ex["prediction"] for ex in record["test_examples"]]
+    predictions = [ex["prediction"] for ex in record.test_examples]
     empty = sum(not p for p in predictions) / len(predictions)
     assert empty > 0 and guards["empty_share"] == pytest.approx(empty)
     assert guards["mean_length"] == pytest.approx(sum(len(p.split()) for p in predictions) / len(predictions))
@@ -214,7 +214,7 @@ def test_rewards_with_several_parameter_sets_are_separate_strategies() -> None:
 @pytest.fixture(scope="module")
 def sentiment_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sentiment") / "store"
-    write_store(root, [r for r in grid_records() if r["config"]["task"] == "sentiment"])
+    write_store(root, [r for r in grid_records() if r.task == "sentiment"])
     return root
 
 

@@ -25,19 +25,19 @@ def test_training_reduces_loss_and_stores_a_complete_record(tmp_path, data_dir):
     grid = write_grid(tmp_path / "g.yaml", ["ner"], epochs=4, max_train=64, max_eval=24)
     (cfg,), source = configs(grid, data_dir)
     record = run(cfg, Store(tmp_path / "store"), source, progress=False)
-    losses = [h["train"]["loss"] for h in record["history"]]
+    losses = [h["train"]["loss"] for h in record.history]
     assert losses[-1] < 0.8 * losses[0], losses
-    assert record["status"] == "completed" and record["hash"] == cfg.run_hash()
-    assert set(record["test"]) >= {"precision", "recall", "f1", "token_accuracy"}
-    assert len(record["test_examples"]) == 24
-    example = record["test_examples"][0]
+    assert record.status == "completed" and record.hash == cfg.run_hash()
+    assert set(record.test) >= {"precision", "recall", "f1", "token_accuracy"}
+    assert len(record.test_examples) == 24
+    example = record.test_examples[0]
     assert len(example["prediction"]) == len(example["reference"]) and "tp" in example
-    assert record["validation"] == record["history"][record["best_epoch"] - 1]["validation"]
-    assert record["timing"]["train_samples_per_second"] > 0
-    assert record["environment"]["torch"] and record["config"]["data"]["kind"] == "local"
-    assert [s["step"] for s in record["steps"]] == list(range(2, 2 * len(record["steps"]) + 1, 2))
+    assert record.validation == record.history[record.best_epoch - 1]["validation"]
+    assert record.timing["train_samples_per_second"] > 0
+    assert record.environment["torch"] and record.config["data"]["kind"] == "local"
+    assert [s["step"] for s in record.steps] == list(range(2, 2 * len(record.steps) + 1, 2))
     stored = json.loads(Store(tmp_path / "store").record_path("ner", "ce", cfg.run_hash()).read_text())
-    assert stored["test"] == record["test"]
+    assert stored == json.loads(json.dumps(record.to_json(), default=str))
 
 
 @pytest.mark.parametrize("task", ["sentiment", "translation"])
@@ -46,16 +46,16 @@ def test_cpu_runs_repeat_bit_for_bit(tmp_path, data_dir, task):
     (cfg,), source = configs(grid, data_dir)
     first = run(cfg, Store(tmp_path / "a"), source, progress=False)
     second = run(cfg, Store(tmp_path / "b"), source, progress=False)
-    assert first["history"][0]["train"] == second["history"][0]["train"]
-    assert [e["prediction"] for e in first["test_examples"]] == [e["prediction"] for e in second["test_examples"]]
-    assert first["test"] == second["test"]
+    assert first.history[0]["train"] == second.history[0]["train"]
+    assert [e["prediction"] for e in first.test_examples] == [e["prediction"] for e in second.test_examples]
+    assert first.test == second.test
 
 
 def test_seed_changes_the_run(tmp_path, data_dir):
     grid = write_grid(tmp_path / "g.yaml", ["sentiment"], seeds=(1, 2), epochs=1, max_train=16, max_eval=8)
     cfgs, source = configs(grid, data_dir)
     a, b = (run(c, Store(tmp_path / "s"), source, progress=False) for c in cfgs)
-    assert a["hash"] != b["hash"] and a["history"][0]["train"] != b["history"][0]["train"]
+    assert a.hash != b.hash and a.history[0]["train"] != b.history[0]["train"]
 
 
 def test_grid_resumes_and_force_reruns(tmp_path, data_dir, capsys):
@@ -95,7 +95,7 @@ def test_killed_grid_leaves_no_partial_record_and_rerun_completes(tmp_path, data
     before = {p: p.stat().st_mtime_ns for p in finished}
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = list(Store(store).records())
-    assert len(records) == 4 and all(r["status"] == "completed" for r in records)
+    assert len(records) == 4 and all(r.status == "completed" for r in records)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items()), "finished runs are not redone"
     assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")]
 
@@ -118,11 +118,11 @@ def test_failed_and_refused_cells_are_recorded_and_the_grid_goes_on(tmp_path, da
                       epochs=1, max_train=16, max_eval=8)
     cfgs, source = configs(grid, data_dir)
     store = Store(tmp_path / "s")
-    statuses = {(c.task, c.reward): run_or_record_failure(c, store, source, progress=False)["status"] for c in cfgs}
+    statuses = {(c.task, c.reward): run_or_record_failure(c, store, source, progress=False).status for c in cfgs}
     assert statuses == {("ner", "test_exploding"): "failed", ("sentiment", "test_exploding"): "failed",
                         ("ner", "test_sentiment_only"): "refused", ("sentiment", "test_sentiment_only"): "completed"}
-    failed = store._read(store.record_path("ner", "test_exploding", cfgs[0].run_hash()))
-    assert "boom" in failed["error"] and "Traceback" in failed["traceback"]
+    failed = store.record("ner", "test_exploding", cfgs[0].run_hash())
+    assert "boom" in failed.error and "Traceback" in failed.traceback
 
 
 def test_strategy_starts_from_the_ce_checkpoint_of_the_same_seed(tmp_path, data_dir, temporary_reward):
@@ -138,11 +138,11 @@ def test_strategy_starts_from_the_ce_checkpoint_of_the_same_seed(tmp_path, data_
     assert [c.reward for c in cfgs] == ["ce", "test_from_ce"], "the checkpoint producer runs first"
     store = Store(tmp_path / "s")
     ce = run(cfgs[0], store, source, progress=False)
-    assert store.checkpoint_path(ce["hash"]).exists()
+    assert store.checkpoint_path(ce.hash).exists()
     child = run(cfgs[1], store, source, progress=False)
-    assert child["init_from"] == ce["hash"]
+    assert child.init_from == ce.hash
     alone = run(dataclasses.replace(cfgs[1], seed=7), store, source, progress=False)
-    assert alone["init_from"] is None, "no ce run of seed 7: starts from the pretrained model"
+    assert alone.init_from is None, "no ce run of seed 7: starts from the pretrained model"
 
 
 def test_smoke_preset_end_to_end_through_report(tmp_path, data_dir, capsys):

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from harness import store as store_module
-from harness.store import SCHEMA_VERSION, Store, StoreError
+from harness.store import SCHEMA_VERSION, RunRecord, Store, StoreError
 
 
-def make_record(task: str = "sentiment", reward: str = "ce", run_hash: str = "abc123", **extra) -> dict:
-    return {"hash": run_hash, "status": "completed",
-            "config": {"task": task, "reward": reward, "seed": 1}, "test": {"accuracy": 91.5}, **extra}
+def make_record(task: str = "sentiment", reward: str = "ce", run_hash: str = "abc123", status: str = "completed",
+                **extra) -> RunRecord:
+    return RunRecord(hash=run_hash, status=status, config={"task": task, "reward": reward, "seed": 1},
+                     main_metric="accuracy", test={"accuracy": 91.5}, extra=extra)
 
 
 def refuse_rename(src, dst):
@@ -35,7 +36,8 @@ def test_save_then_read_back(tmp_path):
     assert path == tmp_path / "records" / "sentiment" / "ce" / "abc123.json"
     assert files_under(tmp_path) == [path]
     (record,) = list(store.records())
-    assert record == {"schema_version": SCHEMA_VERSION, **make_record()}
+    assert record == make_record() and record.schema_version == SCHEMA_VERSION
+    assert store.record("sentiment", "ce", "abc123") == record and store.record("sentiment", "ce", "other") is None
     assert store.status("sentiment", "ce", "abc123") == "completed"
     assert store.status("sentiment", "ce", "other") is None
 
@@ -45,7 +47,7 @@ def test_resave_overwrites(tmp_path):
     store = Store(tmp_path)
     store.save(make_record(status="failed"))
     store.save(make_record(status="completed"))
-    assert [r["status"] for r in store.records()] == ["completed"]
+    assert [r.status for r in store.records()] == ["completed"]
 
 
 def test_records_of_several_cells(tmp_path):
@@ -53,7 +55,7 @@ def test_records_of_several_cells(tmp_path):
     cells = [("ner", "ce", "h1"), ("ner", "focal", "h2"), ("translation", "ce", "h3")]
     for task, reward, run_hash in cells:
         store.save(make_record(task, reward, run_hash))
-    assert sorted((r["config"]["task"], r["config"]["reward"], r["hash"]) for r in store.records()) == cells
+    assert sorted((r.task, r.reward, r.hash) for r in store.records()) == cells
 
 
 def test_empty_store_has_no_records(tmp_path):
@@ -94,7 +96,7 @@ def test_leftover_tmp_files_are_ignored(tmp_path):
     folder = tmp_path / "records" / "sentiment" / "ce"
     (folder / ".abc123.json.k1ll3d.tmp").write_text('{"schema_version": 1, "hash": "abc1')
     (folder / ".def456.json.x.tmp").write_text("")
-    assert [r["hash"] for r in store.records()] == ["abc123"]
+    assert [r.hash for r in store.records()] == ["abc123"]
     assert store.status("sentiment", "ce", "abc123") == "completed"
     assert store.status("sentiment", "ce", "def456") is None
 
@@ -103,7 +105,7 @@ def test_other_schema_version_is_refused(tmp_path):
     store = Store(tmp_path)
     path = store.record_path("ner", "ce", "old")
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({**make_record("ner", "ce", "old"), "schema_version": SCHEMA_VERSION + 1}))
+    path.write_text(json.dumps({**make_record("ner", "ce", "old").to_json(), "schema_version": SCHEMA_VERSION + 1}))
     for read in (lambda: list(store.records()), lambda: store.status("ner", "ce", "old")):
         with pytest.raises(StoreError) as err:
             read()
@@ -111,7 +113,8 @@ def test_other_schema_version_is_refused(tmp_path):
         assert str(path) in message and f"version {SCHEMA_VERSION + 1}" in message
 
 
-@pytest.mark.parametrize("content", ['{"schema_version": 1, "hash": "ab', "", "[1, 2", b"\xff\xfe\x00"])
+@pytest.mark.parametrize("content", ['{"schema_version": 1, "hash": "ab', "", "[1, 2", b"\xff\xfe\x00", "[1, 2]",
+                                     '{"schema_version": 1, "hash": "abc123", "status": "completed"}'])
 def test_corrupt_record_names_file_and_fix(tmp_path, content):
     store = Store(tmp_path)
     store.save(make_record())
@@ -152,7 +155,7 @@ def test_concurrent_writers(tmp_path):
     store, reads = Store(tmp_path), 0
     while any(p.is_alive() for p in procs):  # read while they write: never a half-written record
         for record in store.records():
-            assert record["payload"] == [record["writer"]] * 20000
+            assert record.extra["payload"] == [record.extra["writer"]] * 20000
             reads += 1
     for p in procs:
         p.join(timeout=60)
@@ -160,9 +163,9 @@ def test_concurrent_writers(tmp_path):
     records = list(store.records())
     expected = {f"shared{i}" for i in range(SHARED)} | {
         f"w{w}-{i}" for w in range(WORKERS) for i in range(SHARED, PER_WORKER)}
-    assert sorted(r["hash"] for r in records) == sorted(expected)
+    assert sorted(r.hash for r in records) == sorted(expected)
     for record in records:
-        assert record["payload"] == [record["writer"]] * 20000
+        assert record.extra["payload"] == [record.extra["writer"]] * 20000
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
 

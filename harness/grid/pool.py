@@ -27,14 +27,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 from harness.run import recipe as runner
 from harness.config import RunConfig
 from harness.run.data import DataSource
-from harness.store import Store
+from harness.store import RunRecord, Store
 
 # GPU memory set aside per worker when --jobs is not given: the CUDA context (~0.5 GiB) plus a run
 # of the default models at the default batch sizes, with headroom. An estimate, not a measurement;
@@ -55,12 +55,11 @@ def default_jobs() -> int:
     return max(1, min(int(0.9 * free) // WORKER_GPU_BYTES, cpu_count()))
 
 
-def finished_line(label: str, record: dict[str, Any], seconds: float) -> str:
+def finished_line(label: str, record: RunRecord, seconds: float) -> str:
     """The one line printed per finished run."""
-    if record["status"] == "completed":
-        metric = record["main_metric"]
-        return f"{label}: test {metric} {record['test'][metric]:.2f} ({seconds:.0f} s)"
-    return f"{label}: {record['status']}: {record.get('reason') or record.get('error')}"
+    if record.status == "completed":
+        return f"{label}: test {record.main_metric} {record.score:.2f} ({seconds:.0f} s)"
+    return f"{label}: {record.status}: {record.why}"
 
 
 def ready(cfg: RunConfig, unfinished: set[str]) -> bool:
@@ -85,7 +84,7 @@ def run_grid(runs: list[tuple[str, RunConfig]], store: Store, source: DataSource
     for label, cfg in runs:
         started = time.time()
         record = runner.run_or_record_failure(cfg, store, source, progress=progress)
-        statuses[record["status"]] += 1
+        statuses[record.status] += 1
         print(finished_line(label, record, time.time() - started), file=sys.stderr)
     return statuses
 
@@ -111,7 +110,7 @@ def _serve(conn: Connection, store_root: str, source: DataSource, threads: int, 
             initializer()
         while (cfg := conn.recv()) is not None:
             record = runner.run_or_record_failure(cfg, store, source, progress=False)
-            conn.send({k: record.get(k) for k in ("status", "main_metric", "test", "reason", "error")})
+            conn.send(record)
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # give the memory of a large run back to the other workers
@@ -193,12 +192,11 @@ class _Pool:
             record = worker.conn.recv()
         except EOFError:
             worker.process.join()
-            record = {"hash": cfg.run_hash(), "status": "failed", "config": cfg.identity(),
-                      "error": f"the worker process died (exit code {worker.process.exitcode})"}
+            record = RunRecord.failed(cfg, f"the worker process died (exit code {worker.process.exitcode})")
             self.store.save(record)
             self.workers.remove(worker)
         worker.current = None
-        self.statuses[record["status"]] += 1
+        self.statuses[record.status] += 1
         unfinished.discard(cfg.run_hash())
         print(finished_line(label, record, time.time() - started), file=sys.stderr)
 

@@ -29,7 +29,7 @@ from harness.run import recipe as runner
 from harness.config import ConfigError, RunConfig
 from harness.run.data import DataSource
 from harness.grid.pool import finished_line, ready
-from harness.store import Store
+from harness.store import RunRecord, Store
 
 # Environment passed to the workers (a remote node does not inherit the driver's).
 FORWARDED_ENV = ("HARNESS_CACHE", "HARNESS_DATA_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME",
@@ -46,7 +46,7 @@ def import_ray() -> Any:
 
 
 def execute(cfg: RunConfig, source: DataSource, parent_checkpoint: bytes | None,
-            initializer: Callable[[], None] | None) -> tuple[dict[str, Any], bytes | None]:
+            initializer: Callable[[], None] | None) -> tuple[RunRecord, bytes | None]:
     """One cell, in a Ray worker: the record, and the checkpoint bytes if the run saved one."""
     if initializer is not None:
         initializer()
@@ -118,14 +118,13 @@ def _drive(ray: Any, task: Any, runs: list[tuple[str, RunConfig]], store: Store,
             try:
                 record, checkpoint = ray.get(done)
             except ray.exceptions.RayError as err:  # the worker died, or Ray could not run the task
-                record, checkpoint = {"hash": cfg.run_hash(), "status": "failed", "config": cfg.identity(),
-                                      "error": f"Ray task failed: {type(err).__name__}: {err}"}, None
+                record, checkpoint = RunRecord.failed(cfg, f"Ray task failed: {type(err).__name__}: {err}"), None
             if checkpoint is not None:  # before the record: a record's checkpoint is on disk when it is
                 from safetensors.torch import load
 
                 store.save_checkpoint(cfg.run_hash(), load(checkpoint))
             store.save(record)
-            statuses[record["status"]] += 1
+            statuses[record.status] += 1
             unfinished.discard(cfg.run_hash())
             print(finished_line(label, record, time.time() - started), file=sys.stderr)
     finally:

@@ -13,12 +13,13 @@ import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from harness.report import stats
+from harness.store import RunRecord
 from rewards.base import REWARDS
 from rewards.constant_reward import ConstantReward
 from tasks.base import get_task
@@ -40,7 +41,7 @@ class Analysis:
     guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy
     cost: pd.DataFrame  # task, strategy, hardware, seconds, seconds_with_start, samples_per_second, delta, ...
     runs: pd.DataFrame  # one row per record: task, strategy, seed, status, hash, score, seconds, why
-    groups: dict[tuple[str, str], list[dict[str, Any]]]  # completed records per cell
+    groups: dict[tuple[str, str], list[RunRecord]]  # completed records per cell
     metrics: dict[str, str]  # task -> main metric
     n_resamples: int
     seed: int
@@ -65,21 +66,20 @@ def is_sampling(strategy: str) -> bool:
     return cls is not None and cls.family == "sampling"
 
 
-def analyse(records: list[dict[str, Any]], n_resamples: int = 1000, seed: int = 0) -> Analysis:
+def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) -> Analysis:
     """Every number of the report from the records of a store (any status)."""
     if not records:
         raise ValueError("no run records to analyse")
     # A fixed order makes every float sum order-independent of the store's file order, so two
     # strategies with identical runs come out exactly equal.
-    records = sorted(records, key=lambda r: (r["config"]["task"], r["config"]["reward"], r["config"]["seed"],
-                                             r["hash"]))
+    records = sorted(records, key=lambda r: (r.task, r.reward, r.seed, r.hash))
     labels = strategy_labels(records)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for record in records:
-        if record["status"] == "completed":
-            groups[(record["config"]["task"], labels[record["hash"]])].append(record)
-    metrics = {r["config"]["task"]: r["main_metric"] for r in records if r["status"] == "completed"}
-    for task in {r["config"]["task"] for r in records} - set(metrics):
+        if record.status == "completed":
+            groups[(record.task, labels[record.hash])].append(record)
+    metrics = {r.task: r.main_metric for r in records if r.status == "completed"}
+    for task in {r.task for r in records} - set(metrics):
         metrics[task] = get_task(task).main_metric
     notes: list[str] = []
     cells = _cells(records, labels, metrics, notes)
@@ -91,50 +91,47 @@ def analyse(records: list[dict[str, Any]], n_resamples: int = 1000, seed: int = 
              for strategy, rank in zip(by_strategy, _ranks(by_strategy, [means[(task, s)] for s in by_strategy]))}
     cells["rank"] = [ranks.get(key, math.nan) for key in zip(cells["task"], cells["strategy"])]
     _check_cells(groups, notes)
-    by_hash = {r["hash"]: r for r in records}
+    by_hash = {r.hash: r for r in records}
     return Analysis(cells=cells, test_means=_test_means(groups), comparisons=comparisons,
                     overall=_overall(cells), guards=_guards(groups), cost=_cost(groups, cells, by_hash),
                     runs=_runs(records, labels, metrics), groups=dict(groups), metrics=metrics,
                     n_resamples=n_resamples, seed=seed, notes=notes)
 
 
-def strategy_labels(records: list[dict[str, Any]]) -> dict[str, str]:
+def strategy_labels(records: list[RunRecord]) -> dict[str, str]:
     """Run hash -> strategy label: the reward name, plus `[k=v,...]` where that reward appears
     with more than one set of parameters."""
-    def params(record: dict[str, Any]) -> str:
-        return json.dumps(record["config"].get("reward_params") or {}, sort_keys=True)
-
     variants: dict[str, set[str]] = defaultdict(set)
     for record in records:
-        variants[record["config"]["reward"]].add(params(record))
+        variants[record.reward].add(json.dumps(record.reward_params, sort_keys=True))
     labels = {}
     for record in records:
-        reward, given = record["config"]["reward"], record["config"].get("reward_params") or {}
+        reward, given = record.reward, record.reward_params
         suffix = ",".join(f"{k}={given[k]}" for k in sorted(given))
-        labels[record["hash"]] = f"{reward}[{suffix}]" if len(variants[reward]) > 1 and suffix else reward
+        labels[record.hash] = f"{reward}[{suffix}]" if len(variants[reward]) > 1 and suffix else reward
     return labels
 
 
-def _cells(records: list[dict[str, Any]], labels: dict[str, str], metrics: dict[str, str],
+def _cells(records: list[RunRecord], labels: dict[str, str], metrics: dict[str, str],
            notes: list[str]) -> pd.DataFrame:
     """One row per task × strategy with its seed summary; refused and failed cells keep NaN numbers."""
-    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    by_cell: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for record in records:
-        by_cell[(record["config"]["task"], labels[record["hash"]])].append(record)
+        by_cell[(record.task, labels[record.hash])].append(record)
     rows = []
     few_seeds: dict[int, list[str]] = defaultdict(list)  # seeds -> cells: one note per count, not per cell
     for (task, strategy), cell in sorted(by_cell.items()):
         metric = metrics[task]
-        values = [r["test"][metric] for r in cell if r["status"] == "completed"]
-        statuses = Counter(r["status"] for r in cell)
-        others = [r for r in cell if r["status"] != "completed"]
+        values = [r.test[metric] for r in cell if r.status == "completed"]
+        statuses = Counter(r.status for r in cell)
+        others = [r for r in cell if r.status != "completed"]
         summary = stats.seed_summary(values) if values else stats.SeedSummary(0, *[math.nan] * 4)
         status = "completed" if values else "/".join(sorted(statuses))
         rows.append({"task": task, "strategy": strategy, "metric": metric, "status": status,
                      "n": summary.n, "n_failed": statuses["failed"], "n_refused": statuses["refused"],
                      "mean": summary.mean, "std": summary.std, "ci_low": summary.ci_low,
                      "ci_high": summary.ci_high, "rank": math.nan,  # set from the bootstrap in `analyse`
-                     "why": (others[0].get("reason") or others[0].get("error", "")) if others else ""})
+                     "why": others[0].why if others else ""})
         if values and len(values) < MIN_SEEDS:
             few_seeds[len(values)].append(f"{task} / {strategy}")
         if values and others:
@@ -152,22 +149,22 @@ def status_words(statuses: Mapping[str, int]) -> str:
     return " and ".join(f"{statuses[s]} {s}" for s in ("failed", "refused") if statuses[s])
 
 
-def _test_fingerprint(record: dict[str, Any]) -> str:
-    references = json.dumps([ex["reference"] for ex in record["test_examples"]])
+def _test_fingerprint(record: RunRecord) -> str:
+    references = json.dumps([ex["reference"] for ex in record.test_examples])
     return hashlib.sha256(references.encode()).hexdigest()
 
 
-def _bootstrap_scores(task: str, metric: str, groups: dict[tuple[str, str], list[dict[str, Any]]],
+def _bootstrap_scores(task: str, metric: str, groups: dict[tuple[str, str], list[RunRecord]],
                       n_resamples: int, seed: int, notes: list[str]) -> dict[str, np.ndarray]:
     """Strategy -> [n_resamples] its main metric on each shared resample of the test set, the mean
     over its seeds (each seed's corpus metric recomputed with the task's `aggregate`)."""
     cells = {s: runs for (t, s), runs in groups.items() if t == task}
-    fingerprint = {r["hash"]: _test_fingerprint(r) for runs in cells.values() for r in runs}
+    fingerprint = {r.hash: _test_fingerprint(r) for runs in cells.values() for r in runs}
     if not fingerprint:
         return {}
     common, _ = Counter(fingerprint.values()).most_common(1)[0]
     n_examples = len(next(r for runs in cells.values() for r in runs
-                          if fingerprint[r["hash"]] == common)["test_examples"])
+                          if fingerprint[r.hash] == common).test_examples)
     if n_examples == 0:
         notes.append(f"{task}: the records hold no test examples; no significance tests or ranks")
         return {}
@@ -176,12 +173,12 @@ def _bootstrap_scores(task: str, metric: str, groups: dict[tuple[str, str], list
     scores = {}
     for strategy in ordered(cells):
         runs = cells[strategy]
-        if any(fingerprint[r["hash"]] != common for r in runs):
+        if any(fingerprint[r.hash] != common for r in runs):
             notes.append(f"{task} / {strategy}: scored on a different test set than the other strategies; "
                          "left out of the significance tests and ranks")
             continue
         per_run = [stats.resampled_scores([{k: v for k, v in ex.items() if k not in NOT_STATISTICS}
-                                           for ex in r["test_examples"]], aggregate, metric, indices)
+                                           for ex in r.test_examples], aggregate, metric, indices)
                    for r in runs]
         scores[strategy] = np.mean(per_run, axis=0)
     return scores
@@ -249,11 +246,11 @@ def _overall(cells: pd.DataFrame) -> pd.DataFrame:
                                na_position="last", ignore_index=True)
 
 
-def _test_means(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> pd.DataFrame:
+def _test_means(groups: dict[tuple[str, str], list[RunRecord]]) -> pd.DataFrame:
     rows = []
     for (task, strategy), runs in sorted(groups.items()):
-        for metric in runs[0]["test"]:
-            values = [r["test"][metric] for r in runs if metric in r["test"]]
+        for metric in runs[0].test:
+            values = [r.test[metric] for r in runs if metric in r.test]
             rows.append({"task": task, "strategy": strategy, "metric": metric, "mean": float(np.mean(values)),
                          "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan})
     return pd.DataFrame(rows, columns=["task", "strategy", "metric", "mean", "std"])
@@ -267,46 +264,46 @@ def repetition_rate(text: str, n: int = REPETITION_N) -> float:
     return 1 - len(set(grams)) / len(grams) if grams else math.nan
 
 
-def run_guards(record: dict[str, Any]) -> dict[str, float]:
+def run_guards(record: RunRecord) -> dict[str, float]:
     """Guard metrics of one run: for generated text, mean length in words, mean repetition rate and
     the share of empty outputs; for sampling strategies, the KL to the starting model and the
     policy entropy, the training means of the selected (tested) epoch."""
     guards = {"mean_length": math.nan, "repetition": math.nan, "empty_share": math.nan}
-    predictions = [ex["prediction"] for ex in record["test_examples"]]
+    predictions = [ex["prediction"] for ex in record.test_examples]
     if predictions and all(isinstance(p, str) for p in predictions):
         repetition = [r for r in map(repetition_rate, predictions) if not math.isnan(r)]
         guards = {"mean_length": float(np.mean([len(p.split()) for p in predictions])),
                   "repetition": float(np.mean(repetition)) if repetition else math.nan,
                   "empty_share": float(np.mean([not p.strip() for p in predictions]))}
-    train = record["history"][record["best_epoch"] - 1]["train"] if record.get("history") else {}
+    train = record.history[record.best_epoch - 1]["train"] if record.history else {}
     return {**guards, "kl": train.get("kl", math.nan), "entropy": train.get("entropy", math.nan)}
 
 
-def _guards(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> pd.DataFrame:
+def _guards(groups: dict[tuple[str, str], list[RunRecord]]) -> pd.DataFrame:
     rows = [{"task": task, "strategy": strategy, **pd.DataFrame([run_guards(r) for r in runs]).mean().to_dict()}
             for (task, strategy), runs in sorted(groups.items())]
     return pd.DataFrame(rows, columns=["task", "strategy", "mean_length", "repetition", "empty_share", "kl", "entropy"])
 
 
-def hardware(record: dict[str, Any]) -> str:
+def hardware(record: RunRecord) -> str:
     """"GPU (name)" for a run that used CUDA, else "CPU"."""
-    on_gpu = record["timing"].get("peak_gpu_memory_bytes") is not None
-    return f"GPU ({record.get('environment', {}).get('device', '?')})" if on_gpu else "CPU"
+    on_gpu = record.timing.get("peak_gpu_memory_bytes") is not None
+    return f"GPU ({record.environment.get('device', '?')})" if on_gpu else "CPU"
 
 
-def _cost(groups: dict[tuple[str, str], list[dict[str, Any]]], cells: pd.DataFrame,
-          by_hash: dict[str, dict[str, Any]]) -> pd.DataFrame:
+def _cost(groups: dict[tuple[str, str], list[RunRecord]], cells: pd.DataFrame,
+          by_hash: dict[str, RunRecord]) -> pd.DataFrame:
     """Device seconds per run (the whole run: set-up, training, evaluation), with the run it
     started from (`init_from`, the ce checkpoint) added, training samples/s, training seconds per
     epoch and their ratio to `ce`'s, and the gain over `ce` per extra device-hour spent beyond `ce`."""
     rows = []
     for (task, strategy), runs in sorted(groups.items()):
-        own = [r["timing"]["total_seconds"] for r in runs]
-        start = [by_hash[r["init_from"]]["timing"]["total_seconds"]
-                 if r.get("init_from") in by_hash and by_hash[r["init_from"]]["status"] == "completed" else 0.0
+        own = [r.timing["total_seconds"] for r in runs]
+        start = [by_hash[r.init_from].timing["total_seconds"]
+                 if r.init_from in by_hash and by_hash[r.init_from].status == "completed" else 0.0
                  for r in runs]
-        throughput = [r["timing"].get("train_samples_per_second") for r in runs]
-        epoch = [r["timing"]["train_seconds"] / len(r["history"]) for r in runs if r.get("history")]
+        throughput = [r.timing.get("train_samples_per_second") for r in runs]
+        epoch = [r.timing["train_seconds"] / len(r.history) for r in runs if r.history]
         rows.append({"task": task, "strategy": strategy,
                      "hardware": ", ".join(sorted({hardware(r) for r in runs})),
                      "seconds": float(np.mean(own)), "seconds_with_start": float(np.mean(np.add(own, start))),
@@ -331,23 +328,23 @@ def _cost(groups: dict[tuple[str, str], list[dict[str, Any]]], cells: pd.DataFra
     return cost
 
 
-def _runs(records: list[dict[str, Any]], labels: dict[str, str], metrics: dict[str, str]) -> pd.DataFrame:
+def _runs(records: list[RunRecord], labels: dict[str, str], metrics: dict[str, str]) -> pd.DataFrame:
     rows = []
     for r in records:
-        task, completed = r["config"]["task"], r["status"] == "completed"
-        rows.append({"task": task, "strategy": labels[r["hash"]], "seed": r["config"]["seed"], "status": r["status"],
-                     "hash": r["hash"], "metric": metrics[task],
-                     "score": r["test"][metrics[task]] if completed else math.nan,
-                     "seconds": r["timing"]["total_seconds"] if completed else math.nan,
-                     "why": "" if completed else (r.get("reason") or r.get("error", ""))})
+        completed = r.status == "completed"
+        rows.append({"task": r.task, "strategy": labels[r.hash], "seed": r.seed, "status": r.status,
+                     "hash": r.hash, "metric": metrics[r.task],
+                     "score": r.test[metrics[r.task]] if completed else math.nan,
+                     "seconds": r.timing["total_seconds"] if completed else math.nan,
+                     "why": r.why})
     return pd.DataFrame(rows).sort_values(["task", "strategy", "seed"], ignore_index=True)
 
 
-def _check_cells(groups: dict[tuple[str, str], list[dict[str, Any]]], notes: list[str]) -> None:
+def _check_cells(groups: dict[tuple[str, str], list[RunRecord]], notes: list[str]) -> None:
     """Notes cells whose runs differ in anything but the seed (settings, data, model, version)."""
-    def identity(r: dict[str, Any]) -> str:
-        config = {k: v for k, v in r["config"].items() if k != "seed"}
-        return json.dumps({**config, "model": r.get("model")}, sort_keys=True, default=str)
+    def identity(r: RunRecord) -> str:
+        config = {k: v for k, v in r.config.items() if k != "seed"}
+        return json.dumps({**config, "model": r.model}, sort_keys=True, default=str)
 
     for (task, strategy), runs in sorted(groups.items()):
         if len({identity(r) for r in runs}) > 1:

@@ -79,7 +79,7 @@ def learning_curves(a: Analysis, task: str) -> Figure:
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     for name in a.strategies(task):
         points = [(h["epoch"], h["validation"][metric]) for r in a.groups.get((task, name), [])
-                  for h in r.get("history", []) if metric in h.get("validation", {})]
+                  for h in r.history if metric in h.get("validation", {})]
         if points:
             ax.plot(*_mean_by(points), marker="o", label=name, **_line_style(a, name))
     ax.set_xlabel("epoch")
@@ -96,7 +96,7 @@ def sampling_curves(a: Analysis, task: str) -> Figure | None:
     """Reward and KL per logged step for the strategies that log them; None if none does."""
     series = {}
     for name in a.strategies(task):
-        steps = [s for r in a.groups.get((task, name), []) for s in r.get("steps", [])]
+        steps = [s for r in a.groups.get((task, name), []) for s in r.steps]
         found = {term: _mean_by([(s["step"], s[term]) for s in steps if term in s]) for term, _ in _SAMPLED_TERMS}
         if any(xs for xs, _ in found.values()):
             series[name] = found

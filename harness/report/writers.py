@@ -353,7 +353,7 @@ def print_leaderboards(store: Store, tasks: list[str] | None = None, fmt: str = 
     """Prints the overall and per-task leaderboards in one printable format, writing no files;
     warnings go to stderr, so that what is printed is valid in the format."""
     (name,) = resolve([fmt], printable=True)
-    records = [r for r in store.records() if not tasks or r["config"]["task"] in tasks]
+    records = [r for r in store.records() if not tasks or r.task in tasks]
     if not records:
         raise ReportError(f"no run records in {store.root}" + (f" for {', '.join(tasks)}" if tasks else ""))
     a = analyse(records, n_resamples=n_resamples, seed=seed)

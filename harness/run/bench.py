@@ -123,11 +123,11 @@ def run_harness(cfg: RunConfig, source: DataSource, device: torch.device) -> dic
     load, started = os.getloadavg()[0], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         record = run(cfg, Store(tmp), source, device, progress=False)
-    timing = record["timing"]
+    timing = record.timing
     return {"train_samples": round(timing["train_samples_per_second"] * timing["train_seconds"]),
             "train_seconds": timing["train_seconds"], "wall_seconds": time.perf_counter() - started,
             "peak_gpu_memory_bytes": timing["peak_gpu_memory_bytes"],
-            "test_metric": record["test"][record["main_metric"]], "load_average": load}
+            "test_metric": record.score, "load_average": load}
 
 
 def median_figures(measurements: list[dict[str, Any]]) -> dict[str, Any]:

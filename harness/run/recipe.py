@@ -27,7 +27,7 @@ from harness.config import RunConfig
 from harness.environment import environment
 from harness.run.data import Batches, DataSource, head, load_split
 from harness.run.models import load_model, load_tokenizer, model_kind
-from harness.store import Store
+from harness.store import RunRecord, Store
 from kinds import IGNORE, ModelKind, to_device
 from kinds.base import forward
 from rewards.base import REWARDS, RewardStrategy, StepContext, build_reward
@@ -303,7 +303,7 @@ def test(setup: Setup, progress: bool = True) -> tuple[list[Any], list[Any], Met
 # ---- the run ----------------------------------------------------------------------------------
 
 def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device | None = None,
-        progress: bool = True, oom_retry: dict[str, Any] | None = None) -> dict[str, Any]:
+        progress: bool = True, oom_retry: dict[str, Any] | None = None) -> RunRecord:
     """Trains, selects and tests one configuration; returns the record it stored.
 
     `oom_retry` (set by `run_or_record_failure` after running out of GPU memory): each batch of the
@@ -344,33 +344,26 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
 
 
 def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], best_epoch: int, preds: list[Any],
-                refs: list[Any], test_result: Any, eval_seconds: float,
-                oom_retry: dict[str, Any] | None) -> dict[str, Any]:
+                refs: list[Any], test_result: MetricResult, eval_seconds: float,
+                oom_retry: dict[str, Any] | None) -> RunRecord:
     """The completed run's record: config, scores, history, per-example statistics, timings."""
     cfg, device = setup.cfg, setup.device
-    record = {
-        "hash": cfg.run_hash(), "status": "completed", "config": cfg.identity(),
-        "model": cfg.settings.model or setup.task.default_model, "generation": setup.generation,
-        "init_from": setup.init_from,
-        "main_metric": setup.task.main_metric, "best_epoch": best_epoch,
-        "validation": history[best_epoch - 1]["validation"], "test": test_result.corpus,
-        "metric_info": test_result.info, "history": history, "steps": state.step_log,
-        "test_examples": [{"prediction": p, "reference": r, **stats}
-                          for p, r, stats in zip(preds, refs, test_result.per_example)],
-        "timing": {"total_seconds": time.time() - setup.started, "train_seconds": state.seconds,
-                   "test_eval_seconds": eval_seconds,
-                   "train_samples_per_second": state.samples / state.seconds if state.seconds else None,
-                   "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
-        "environment": environment(),
-    }
-    if setup.kind.name != setup.task.kind:
-        record["model_kind"] = setup.kind.name
-    if oom_retry:
-        record["oom_retry"] = oom_retry
-    return record
+    return RunRecord.completed(
+        cfg, model=cfg.settings.model or setup.task.default_model, generation=setup.generation,
+        init_from=setup.init_from, main_metric=setup.task.main_metric, best_epoch=best_epoch,
+        validation=history[best_epoch - 1]["validation"], test=test_result.corpus,
+        metric_info=test_result.info, history=history, steps=state.step_log,
+        test_examples=[{"prediction": p, "reference": r, **stats}
+                       for p, r, stats in zip(preds, refs, test_result.per_example)],
+        timing={"total_seconds": time.time() - setup.started, "train_seconds": state.seconds,
+                "test_eval_seconds": eval_seconds,
+                "train_samples_per_second": state.samples / state.seconds if state.seconds else None,
+                "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
+        environment=environment(), oom_retry=oom_retry or None,
+        model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None)
 
 
-def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True) -> dict[str, Any]:
+def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True) -> RunRecord:
     """Runs one cell; a refusal or an exception becomes a stored record instead of stopping the grid.
 
     Out of GPU memory, the run is retried once with half the batch and 2-step gradient accumulation
@@ -393,13 +386,10 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
               f"{oom_retry['batch_size']} x {oom_retry['grad_accum']} accumulation steps", file=sys.stderr)
         return run(cfg, store, source, progress=progress, oom_retry=oom_retry)
     except RunRefused as refusal:
-        record = {"hash": cfg.run_hash(), "status": "refused", "config": cfg.identity(), "reason": str(refusal)}
+        record = RunRecord.refused(cfg, str(refusal))
     except (KeyboardInterrupt, SystemExit, DataFormatError):  # bad input stops the grid, records nothing
         raise
     except Exception as err:  # noqa: BLE001 - any failure of one cell is recorded, the grid goes on
-        record = {"hash": cfg.run_hash(), "status": "failed", "config": cfg.identity(),
-                  "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-        if oom_retry:
-            record["oom_retry"] = oom_retry
+        record = RunRecord.failed(cfg, err, traceback.format_exc(), oom_retry=oom_retry or None)
     store.save(record)
     return record
