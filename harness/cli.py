@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
-from harness.config import ConfigError, expand, list_presets, load_grid, preset_path
+from harness.config import ConfigError, list_presets, load_grid, preset_path
+from harness.grid.monitor import summary_line
 from harness.run.data import DataSource, default_data_dir
-from harness.grid.monitor import DeviceMonitor, summary_line
 from harness.store import Store, StoreError, default_store
 
 
@@ -58,9 +57,8 @@ def _choose_grid(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from harness.environment import environment
-    from harness.grid.pool import default_jobs, run_grid
-    from tasks.base import get_task
+    from harness.grid.plan import make_plan
+    from harness.grid.scheduler import run_session
 
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
@@ -75,17 +73,6 @@ def cmd_run(args: argparse.Namespace) -> None:
     if not args.grid_mode and not (args.task and args.reward):
         raise ConfigError("a single run needs --task and --reward (or use --grid for the whole grid)")
     grid = load_grid(_choose_grid(args))
-    tasks, rewards = _names(args.task), _names(args.reward)
-    if not args.grid_mode:  # a single cell may use a strategy the grid does not list: default parameters
-        from rewards.base import build_reward
-
-        missing = [r for r in rewards if r not in grid.rewards]
-        for name in missing:
-            try:
-                build_reward(name)
-            except KeyError as err:
-                raise ConfigError(err.args[0]) from None
-        grid = dataclasses.replace(grid, rewards={**grid.rewards, **{r: {} for r in missing}})
     overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "lr": args.lr,
                                    "batch_size": args.batch_size, "max_train": args.max_train,
                                    "max_eval": args.max_eval}.items() if v is not None}
@@ -93,37 +80,17 @@ def cmd_run(args: argparse.Namespace) -> None:
     source = DataSource(data_dir=data_dir, hub_variant=args.hub_variant)
     print(f"grid {grid.name} ({grid.source}); data: {data_dir or 'Hugging Face Hub'}; store: {args.store}",
           file=sys.stderr)
-    try:
-        data = {task: source.describe(get_task(task)) for task in grid.tasks if not tasks or task in tasks}
-    except KeyError as err:  # an unknown --hub-variant
-        raise ConfigError(err.args[0]) from None
-    runs = expand(grid, data, tasks, rewards, args.seed, overrides)
     store = Store(args.store)
-    todo = []
-    for i, cfg in enumerate(runs, 1):
-        label = f"[{i}/{len(runs)}] {cfg.task} {cfg.reward} seed {cfg.seed} ({cfg.run_hash()})"
-        status = store.status(cfg.task, cfg.reward, cfg.run_hash())
-        rerun = args.force or (status == "failed" and args.retry_failed)
-        if status is not None and not rerun:
-            print(f"{label}: {status} already, skipped (--force reruns)", file=sys.stderr)
-            continue
-        todo.append((label, cfg))
-    if not todo:
+    plan = make_plan(grid, source, store, _names(args.task), _names(args.reward), args.seed, overrides,
+                     single=not args.grid_mode, force=args.force, retry_failed=args.retry_failed)
+    for cell in plan.done:
+        print(f"{cell.label}: {cell.stored} already, skipped (--force reruns)", file=sys.stderr)
+    if not plan.todo:
         return
-    jobs = None if args.executor == "ray" else min(args.jobs or default_jobs(), len(todo))
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    with DeviceMonitor() as monitor:
-        if args.executor == "ray":
-            from harness.grid.ray_executor import run_grid_ray
-
-            statuses = run_grid_ray(todo, store, source, address=args.address, gpus_per_run=args.gpus_per_run)
-        else:
-            statuses = run_grid(todo, store, source, jobs=jobs, progress=not args.quiet)
-    summary = monitor.summary()
-    store.save_session({"started": started, "command": "python -m harness " + shlex.join(sys.argv[1:]),
-                        "grid": grid.name, "executor": args.executor, "jobs": jobs, "runs": len(todo),
-                        "statuses": dict(statuses), "environment": environment(), **summary})
-    print(f"{grid.name}: {summary_line(summary, len(todo))}", file=sys.stderr)
+    session = run_session(plan, store, source, command="python -m harness " + shlex.join(sys.argv[1:]),
+                          executor=args.executor, jobs=args.jobs, progress=not args.quiet, address=args.address,
+                          gpus_per_run=args.gpus_per_run)
+    print(f"{grid.name}: {summary_line(session, session['runs'])}", file=sys.stderr)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

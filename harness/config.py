@@ -1,7 +1,8 @@
-"""Run configurations and grids.
+"""Run configurations and grid files.
 
 A grid is a YAML file: the tasks, reward strategies (with parameters), seeds, and training
-settings shared by all tasks or set per task. Presets are grids shipped in `harness/presets/`.
+settings shared by all tasks or set per task.
+`harness.grid.plan` expands a grid into its runs. Presets are grids shipped in `harness/presets/`.
 Every key is checked: a typo or a wrong type fails with the file, the key and the valid keys.
 """
 from __future__ import annotations
@@ -222,26 +223,3 @@ def load_grid(path: Path) -> Grid:
     return Grid(name=str(raw.get("name", Path(path).stem)), tasks=tuple(tasks), rewards=rewards,
                 seeds=tuple(seeds), settings=settings, source=str(path))
 
-
-def expand(grid: Grid, data: dict[str, dict[str, Any]], tasks: list[str] | None = None,
-           rewards: list[str] | None = None, seeds: list[int] | None = None,
-           overrides: dict[str, Any] | None = None) -> list[RunConfig]:
-    """Every task x reward x seed cell, filtered; strategies that start from another run come last."""
-    for wanted, known, what in ((tasks, grid.tasks, "task"), (rewards, grid.rewards, "reward")):
-        for name in wanted or []:
-            if name not in known:
-                raise ConfigError(f"{what} {name!r} is not in grid {grid.source}; it has: {', '.join(known)}")
-    from rewards.base import REWARDS
-
-    names = [r for r in grid.rewards if not rewards or r in rewards]
-    names.sort(key=lambda r: REWARDS[r].init_from is not None)
-    runs = []
-    for reward in names:
-        for task in grid.tasks:
-            if tasks and task not in tasks:
-                continue
-            settings = settings_from("command line", overrides or {}, grid.settings[task])
-            for seed in seeds or grid.seeds:
-                runs.append(RunConfig(task=task, reward=reward, seed=seed, settings=settings,
-                                      reward_params=grid.rewards[reward], data=data[task]))
-    return runs

@@ -46,11 +46,10 @@ def _results(store) -> dict:
 
 
 def test_ray_grid_matches_the_local_executor(tmp_path, data_dir, local_ray, monkeypatch, capsys):
-    import harness.grid.ray_executor as executor
+    import harness.grid.scheduler as scheduler
 
-    real = executor.run_grid_ray
-    monkeypatch.setattr(executor, "run_grid_ray",
-                        lambda *a, **k: real(*a, **{**k, "initializer": register_test_strategies}))
+    real = scheduler.run_grid
+    monkeypatch.setattr(scheduler, "run_grid", lambda *a, **k: real(*a, **{**k, "initializer": register_test_strategies}))
     grid = write_grid(tmp_path / "g.yaml", ["sentiment", "ner"], rewards=["test_ray_from_ce", "ce"], epochs=1,
                       max_train=16, max_eval=8)
     common = ["run", "--grid", "--grid-file", str(grid), "--data-dir", str(data_dir), "--quiet"]

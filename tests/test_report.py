@@ -16,7 +16,8 @@ import pytest
 from harness.report import page as html
 from harness.report.analysis import analyse, repetition_rate, run_guards, strategy_labels
 from harness.cli import main
-from harness.config import expand, load_grid
+from harness.config import load_grid
+from harness.grid.plan import expand
 from harness.report.tables import write_report
 from tests.synthetic import completed, grid_records, write_store
 
