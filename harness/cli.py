@@ -20,11 +20,19 @@ def _names(values: list[str] | None) -> list[str] | None:
     return [v for value in values for v in value.split(",") if v] if values else None
 
 
+def _include(args: argparse.Namespace) -> list[str]:
+    """Imports the --include paths (harness.include); their resolved paths."""
+    from harness import include
+
+    return include.load(args.include or [])
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from harness.run.models import ALIASES
     from rewards.base import REWARDS
     from tasks.base import TASKS, get_task
 
+    _include(args)
     get_task("ner")  # registers the built-in tasks
     print("tasks:")
     for task in TASKS.values():
@@ -72,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         import_ray()  # missing Ray fails here, before anything is read or written
     if not args.grid_mode and not (args.task and args.reward):
         raise ConfigError("a single run needs --task and --reward (or use --grid for the whole grid)")
+    includes = _include(args)
     grid = load_grid(_choose_grid(args))
     overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "lr": args.lr,
                                    "batch_size": args.batch_size, "max_train": args.max_train,
@@ -89,13 +98,14 @@ def cmd_run(args: argparse.Namespace) -> None:
         return
     session = run_session(plan, store, source, command="python -m harness " + shlex.join(sys.argv[1:]),
                           executor=args.executor, jobs=args.jobs, progress=not args.quiet, address=args.address,
-                          gpus_per_run=args.gpus_per_run)
+                          gpus_per_run=args.gpus_per_run, includes=list(dict.fromkeys([*includes, *grid.includes])))
     print(f"{grid.name}: {summary_line(session, session['runs'])}", file=sys.stderr)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from harness.run import bench
 
+    _include(args)
     overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                                    "lr": args.lr, "max_train": args.max_train, "max_eval": args.max_eval,
                                    "compile": args.compile or None}.items() if v is not None}
@@ -108,19 +118,29 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from harness.report.tables import write_report
 
+    _include(args)
     write_report(Store(args.store), Path(args.out), n_resamples=args.resamples)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
     from harness.report.tables import print_leaderboards
 
+    _include(args)
     print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples)
+
+
+def _include_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--include", action="append", metavar="PATH",
+                         help="import this .py file or folder first, for the tasks and reward strategies it "
+                              "registers (repeatable; a grid file may also list `include: [paths]`)")
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="tasks, reward strategies, models and presets").set_defaults(func=cmd_list)
+    listing = sub.add_parser("list", help="tasks, reward strategies, models and presets")
+    _include_option(listing)
+    listing.set_defaults(func=cmd_list)
 
     run = sub.add_parser("run", help="fine-tune one cell, or every cell of a grid")
     run.add_argument("--grid", dest="grid_mode", action="store_true", help="run every task x reward x seed")
@@ -151,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
                                        "instance)")
     run.add_argument("--gpus-per-run", type=float, help="GPUs each Ray task asks for, fractional to share a GPU "
                                                         "(default: 1 on a cluster with GPUs, else 0)")
+    _include_option(run)
     run.set_defaults(func=cmd_run)
 
     bench = sub.add_parser("bench", help="the harness against the Hugging Face Trainer recipe, same data and model")
@@ -166,12 +187,14 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=1,
                        help="measure the pair N times in alternating order and report medians (default 1)")
     bench.add_argument("--json", help="also write the figures, command, date, device and versions here")
+    _include_option(bench)
     bench.set_defaults(func=cmd_bench)
 
     report = sub.add_parser("report", help="tables and leaderboards from the stored results")
     report.add_argument("--store", default=str(default_store()))
     report.add_argument("--out", default="results")
     report.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
+    _include_option(report)
     report.set_defaults(func=cmd_report)
 
     board = sub.add_parser("leaderboard", help="print the overall and per-task leaderboards (writes no files)")
@@ -179,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
     board.add_argument("--task", action="append", help="only these tasks (repeat or comma-separate)")
     board.add_argument("--format", choices=("md", "latex", "csv"), default="md")
     board.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
+    _include_option(board)
     board.set_defaults(func=cmd_leaderboard)
     return top
 

@@ -1,7 +1,7 @@
 """Run configurations and grid files.
 
 A grid is a YAML file: the tasks, reward strategies (with parameters), seeds, and training
-settings shared by all tasks or set per task.
+settings shared by all tasks or set per task, and optionally code to import first (`include`).
 `harness.grid.plan` expands a grid into its runs. Presets are grids shipped in `harness/presets/`.
 Every key is checked: a typo or a wrong type fails with the file, the key and the valid keys.
 """
@@ -86,10 +86,11 @@ class Grid:
     seeds: tuple[int, ...]
     settings: dict[str, TrainSettings]  # per task
     source: str  # the file it came from
+    includes: tuple[str, ...] = ()  # code it imports (`include:`), resolved paths (harness.include)
 
 
 _SETTING_TYPES = {f.name: f.type for f in dataclasses.fields(TrainSettings)}
-_GRID_KEYS = {"name", "description", "tasks", "rewards", "seeds", "train"}
+_GRID_KEYS = {"name", "description", "include", "tasks", "rewards", "seeds", "train"}
 
 
 def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
@@ -187,6 +188,7 @@ def load_grid(path: Path) -> Grid:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a grid is a YAML mapping with keys {', '.join(sorted(_GRID_KEYS))}")
     _check_keys(str(path), raw, _GRID_KEYS)
+    includes = _load_includes(path, raw.get("include"))  # before the names: it may register some
     train = raw.get("train") or {}
     if not isinstance(train, dict):
         raise ConfigError(f"{path}: 'train' must be a mapping")
@@ -221,5 +223,17 @@ def load_grid(path: Path) -> Grid:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
     return Grid(name=str(raw.get("name", Path(path).stem)), tasks=tuple(tasks), rewards=rewards,
-                seeds=tuple(seeds), settings=settings, source=str(path))
+                seeds=tuple(seeds), settings=settings, source=str(path), includes=tuple(includes))
 
+
+def _load_includes(path: Path, given: Any) -> list[str]:
+    """The grid's `include:` (a path or a list of paths, relative to the grid file), imported."""
+    from harness import include
+
+    if given is None:
+        return []
+    paths = [given] if isinstance(given, str) else given
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise ConfigError(f"{path}: 'include' must be a path or a list of paths (.py files or folders, "
+                          f"relative to the grid file), got {given!r}")
+    return include.load([Path(path).parent / Path(p).expanduser() for p in paths], where=f"{path}: include")

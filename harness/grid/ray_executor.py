@@ -10,7 +10,7 @@ at the same path on every node, or come from the Hub.
 Order is the scheduler's (`harness.grid.scheduler`), as for the local pool: a run whose strategy
 starts from another run's checkpoint (`init_from`) is submitted only once that run's record is in
 the store; the parent's checkpoint is put into Ray's object store once and shipped to every worker
-that needs it. Resuming
+that needs it. Included code (`--include`) is imported in the task before the run. Resuming
 works as with the local executor: the driver writes each record atomically as it arrives, so killing
 the driver loses only the runs in flight, and the same command reruns only what is missing.
 

@@ -21,6 +21,7 @@ the session summary.
 from __future__ import annotations
 
 import datetime
+import functools
 import sys
 import time
 from collections import Counter
@@ -135,7 +136,7 @@ def run_grid(runs: Sequence[tuple[str, RunConfig]], store: Store, source: DataSo
     is 1. Returns how many runs ended in each status.
 
     `initializer` (picklable, e.g. a module-level function) runs in each worker before its first run,
-    e.g. to register tasks or strategies that are not built in; it must tolerate
+    e.g. to import code that registers tasks or strategies (`harness.include`); it must tolerate
     running more than once in a process. Workers show no progress bars.
     """
     if executor == "ray":
@@ -153,25 +154,28 @@ def run_grid(runs: Sequence[tuple[str, RunConfig]], store: Store, source: DataSo
 
 def run_session(plan: Plan, store: Store, source: DataSource, command: str, executor: str = "local",
                 jobs: int | None = None, progress: bool = True, address: str | None = None,
-                gpus_per_run: float | None = None, initializer: Callable[[], None] | None = None) -> dict[str, Any]:
+                gpus_per_run: float | None = None, includes: Sequence[str] = ()) -> dict[str, Any]:
     """Runs the plan's cells that are to run, watching the device, and stores the session summary
-    (command, grid, executor, jobs, runs, statuses, environment, wall time, GPU utilisation); returns
-    it. `jobs` None: as many as the GPU holds (`pool.default_jobs`). `initializer`: see `run_grid`."""
+    (command, grid, executor, jobs, runs, statuses, included code, environment, wall time, GPU
+    utilisation); returns it. `jobs` None: as many as the GPU holds (`pool.default_jobs`).
+    `includes`: resolved paths of code to import in every worker first (`harness.include.load`)."""
     from harness.environment import environment
     from harness.grid.monitor import DeviceMonitor
     from harness.grid.pool import default_jobs
+    from harness.include import load
 
     runs = [(cell.label, cell.config) for cell in plan.todo]
     if executor == "ray":
         jobs = None
     else:
         jobs = min(jobs or default_jobs(), len(runs))
+    initializer = functools.partial(load, list(includes)) if includes else None
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     with DeviceMonitor() as monitor:
         statuses = run_grid(runs, store, source, jobs=jobs or 1, progress=progress, initializer=initializer,
                             executor=executor, address=address, gpus_per_run=gpus_per_run)
     session = {"started": started, "command": command, "grid": plan.grid.name, "executor": executor,
-               "jobs": jobs, "runs": len(runs), "statuses": dict(statuses),
+               "jobs": jobs, "runs": len(runs), "statuses": dict(statuses), "includes": list(includes),
                "environment": environment(), **monitor.summary()}
     store.save_session(session)
     return session
