@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
-from harness.config import ConfigError, expand, list_presets, load_grid, preset_path
+from harness.config import ConfigError, list_presets, load_grid, preset_path
+from harness.grid.monitor import summary_line
 from harness.run.data import DataSource, default_data_dir
-from harness.grid.monitor import DeviceMonitor, summary_line
 from harness.store import Store, StoreError, default_store
 
 
@@ -21,17 +20,26 @@ def _names(values: list[str] | None) -> list[str] | None:
     return [v for value in values for v in value.split(",") if v] if values else None
 
 
+def _include(args: argparse.Namespace) -> list[str]:
+    """Imports the --include paths (harness.include); their resolved paths."""
+    from harness import include
+
+    return include.load(args.include or [])
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from harness.report.writers import WRITERS
     from harness.run.models import ALIASES
     from rewards.base import REWARDS
     from tasks.base import TASKS, get_task
 
+    _include(args)
     get_task("ner")  # registers the built-in tasks
     print("tasks:")
     for task in TASKS.values():
+        reward = " ".join((task.sentence_score.__doc__ or "").split()) or "(undocumented)"
         print(f"  {task.name:<14} {task.kind:<15} metric {task.main_metric:<8} model {task.default_model:<14} "
-              f"hub {task.hub_id}  — {task.description}")
+              f"hub {task.hub_id}  — {task.description}\n  {'':<14} sampling reward: {reward}")
     print("\nreward strategies:")
     for name, cls in REWARDS.items():
         params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)) or "no parameters"
@@ -62,9 +70,8 @@ def _choose_grid(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from harness.environment import environment
-    from harness.grid.pool import default_jobs, run_grid
-    from tasks.base import get_task
+    from harness.grid.plan import make_plan
+    from harness.grid.scheduler import run_session
 
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
@@ -78,18 +85,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         import_ray()  # missing Ray fails here, before anything is read or written
     if not args.grid_mode and not (args.task and args.reward):
         raise ConfigError("a single run needs --task and --reward (or use --grid for the whole grid)")
+    includes = _include(args)
     grid = load_grid(_choose_grid(args))
-    tasks, rewards = _names(args.task), _names(args.reward)
-    if not args.grid_mode:  # a single cell may use a strategy the grid does not list: default parameters
-        from rewards.base import build_reward
-
-        missing = [r for r in rewards if r not in grid.rewards]
-        for name in missing:
-            try:
-                build_reward(name)
-            except KeyError as err:
-                raise ConfigError(err.args[0]) from None
-        grid = dataclasses.replace(grid, rewards={**grid.rewards, **{r: {} for r in missing}})
     overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "lr": args.lr,
                                    "batch_size": args.batch_size, "max_train": args.max_train,
                                    "max_eval": args.max_eval}.items() if v is not None}
@@ -97,42 +94,23 @@ def cmd_run(args: argparse.Namespace) -> None:
     source = DataSource(data_dir=data_dir, hub_variant=args.hub_variant)
     print(f"grid {grid.name} ({grid.source}); data: {data_dir or 'Hugging Face Hub'}; store: {args.store}",
           file=sys.stderr)
-    try:
-        data = {task: source.describe(get_task(task)) for task in grid.tasks if not tasks or task in tasks}
-    except KeyError as err:  # an unknown --hub-variant
-        raise ConfigError(err.args[0]) from None
-    runs = expand(grid, data, tasks, rewards, args.seed, overrides)
     store = Store(args.store)
-    todo = []
-    for i, cfg in enumerate(runs, 1):
-        label = f"[{i}/{len(runs)}] {cfg.task} {cfg.reward} seed {cfg.seed} ({cfg.run_hash()})"
-        status = store.status(cfg.task, cfg.reward, cfg.run_hash())
-        rerun = args.force or (status == "failed" and args.retry_failed)
-        if status is not None and not rerun:
-            print(f"{label}: {status} already, skipped (--force reruns)", file=sys.stderr)
-            continue
-        todo.append((label, cfg))
-    if not todo:
+    plan = make_plan(grid, source, store, _names(args.task), _names(args.reward), args.seed, overrides,
+                     single=not args.grid_mode, force=args.force, retry_failed=args.retry_failed)
+    for cell in plan.done:
+        print(f"{cell.label}: {cell.stored} already, skipped (--force reruns)", file=sys.stderr)
+    if not plan.todo:
         return
-    jobs = None if args.executor == "ray" else min(args.jobs or default_jobs(), len(todo))
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    with DeviceMonitor() as monitor:
-        if args.executor == "ray":
-            from harness.grid.ray_executor import run_grid_ray
-
-            statuses = run_grid_ray(todo, store, source, address=args.address, gpus_per_run=args.gpus_per_run)
-        else:
-            statuses = run_grid(todo, store, source, jobs=jobs, progress=not args.quiet)
-    summary = monitor.summary()
-    store.save_session({"started": started, "command": "python -m harness " + shlex.join(sys.argv[1:]),
-                        "grid": grid.name, "executor": args.executor, "jobs": jobs, "runs": len(todo),
-                        "statuses": dict(statuses), "environment": environment(), **summary})
-    print(f"{grid.name}: {summary_line(summary, len(todo))}", file=sys.stderr)
+    session = run_session(plan, store, source, command="python -m harness " + shlex.join(sys.argv[1:]),
+                          executor=args.executor, jobs=args.jobs, progress=not args.quiet, address=args.address,
+                          gpus_per_run=args.gpus_per_run, includes=list(dict.fromkeys([*includes, *grid.includes])))
+    print(f"{grid.name}: {summary_line(session, session['runs'])}", file=sys.stderr)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from harness.run import bench
 
+    _include(args)
     overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                                    "lr": args.lr, "max_train": args.max_train, "max_eval": args.max_eval,
                                    "compile": args.compile or None}.items() if v is not None}
@@ -145,6 +123,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from harness.report.writers import write_report
 
+    _include(args)
     formats = [name for names in args.format for name in names] if args.format else None
     write_report(Store(args.store), Path(args.out), n_resamples=args.resamples, formats=formats)
 
@@ -152,6 +131,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_leaderboard(args: argparse.Namespace) -> None:
     from harness.report.writers import print_leaderboards
 
+    _include(args)
     print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples)
 
 
@@ -166,13 +146,20 @@ def _report_formats(value: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _include_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--include", action="append", metavar="PATH",
+                         help="import this .py file or folder first, for the tasks and reward strategies it "
+                              "registers (repeatable; a grid file may also list `include: [paths]`)")
+
+
 def parser() -> argparse.ArgumentParser:
     from harness.report.writers import canonical, formats
 
     top = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="tasks, reward strategies, models, report formats and presets") \
-        .set_defaults(func=cmd_list)
+    listing = sub.add_parser("list", help="tasks, reward strategies, models, report formats and presets")
+    _include_option(listing)
+    listing.set_defaults(func=cmd_list)
 
     run = sub.add_parser("run", help="fine-tune one cell, or every cell of a grid")
     run.add_argument("--grid", dest="grid_mode", action="store_true", help="run every task x reward x seed")
@@ -203,6 +190,7 @@ def parser() -> argparse.ArgumentParser:
                                        "instance)")
     run.add_argument("--gpus-per-run", type=float, help="GPUs each Ray task asks for, fractional to share a GPU "
                                                         "(default: 1 on a cluster with GPUs, else 0)")
+    _include_option(run)
     run.set_defaults(func=cmd_run)
 
     bench = sub.add_parser("bench", help="the harness against the Hugging Face Trainer recipe, same data and model")
@@ -218,6 +206,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=1,
                        help="measure the pair N times in alternating order and report medians (default 1)")
     bench.add_argument("--json", help="also write the figures, command, date, device and versions here")
+    _include_option(bench)
     bench.set_defaults(func=cmd_bench)
 
     report = sub.add_parser("report", help="tables and leaderboards from the stored results")
@@ -227,6 +216,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--format", action="append", type=_report_formats, metavar="FORMAT",
                         help=f"write only these formats (repeat or comma-separate): {', '.join(formats())} "
                              "(default: all; `harness list` says what each writes)")
+    _include_option(report)
     report.set_defaults(func=cmd_report)
 
     board = sub.add_parser("leaderboard", help="print the overall and per-task leaderboards (writes no files)")
@@ -235,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
     board.add_argument("--format", choices=formats(printable=True), type=canonical, default="md",
                        help="what to print (default md; latex is tex)")
     board.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
+    _include_option(board)
     board.set_defaults(func=cmd_leaderboard)
     return top
 

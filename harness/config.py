@@ -1,7 +1,8 @@
-"""Run configurations and grids.
+"""Run configurations and grid files.
 
 A grid is a YAML file: the tasks, reward strategies (with parameters), seeds, and training
-settings shared by all tasks or set per task. Presets are grids shipped in `harness/presets/`.
+settings shared by all tasks or set per task, and optionally code to import first (`include`).
+`harness.grid.plan` expands a grid into its runs. Presets are grids shipped in `harness/presets/`.
 Every key is checked: a typo or a wrong type fails with the file, the key and the valid keys.
 """
 from __future__ import annotations
@@ -91,10 +92,11 @@ class Grid:
     seeds: tuple[int, ...]
     settings: dict[str, TrainSettings]  # per task
     source: str  # the file it came from
+    includes: tuple[str, ...] = ()  # code it imports (`include:`), resolved paths (harness.include)
 
 
 _SETTING_TYPES = {f.name: f.type for f in dataclasses.fields(TrainSettings)}
-_GRID_KEYS = {"name", "description", "tasks", "rewards", "seeds", "train"}
+_GRID_KEYS = {"name", "description", "include", "tasks", "rewards", "seeds", "train"}
 
 
 def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
@@ -192,6 +194,7 @@ def load_grid(path: Path) -> Grid:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a grid is a YAML mapping with keys {', '.join(sorted(_GRID_KEYS))}")
     _check_keys(str(path), raw, _GRID_KEYS)
+    includes = _load_includes(path, raw.get("include"))  # before the names: it may register some
     train = raw.get("train") or {}
     if not isinstance(train, dict):
         raise ConfigError(f"{path}: 'train' must be a mapping")
@@ -226,28 +229,17 @@ def load_grid(path: Path) -> Grid:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
     return Grid(name=str(raw.get("name", Path(path).stem)), tasks=tuple(tasks), rewards=rewards,
-                seeds=tuple(seeds), settings=settings, source=str(path))
+                seeds=tuple(seeds), settings=settings, source=str(path), includes=tuple(includes))
 
 
-def expand(grid: Grid, data: dict[str, dict[str, Any]], tasks: list[str] | None = None,
-           rewards: list[str] | None = None, seeds: list[int] | None = None,
-           overrides: dict[str, Any] | None = None) -> list[RunConfig]:
-    """Every task x reward x seed cell, filtered; strategies that start from another run come last."""
-    for wanted, known, what in ((tasks, grid.tasks, "task"), (rewards, grid.rewards, "reward")):
-        for name in wanted or []:
-            if name not in known:
-                raise ConfigError(f"{what} {name!r} is not in grid {grid.source}; it has: {', '.join(known)}")
-    from rewards.base import REWARDS
+def _load_includes(path: Path, given: Any) -> list[str]:
+    """The grid's `include:` (a path or a list of paths, relative to the grid file), imported."""
+    from harness import include
 
-    names = [r for r in grid.rewards if not rewards or r in rewards]
-    names.sort(key=lambda r: REWARDS[r].init_from is not None)
-    runs = []
-    for reward in names:
-        for task in grid.tasks:
-            if tasks and task not in tasks:
-                continue
-            settings = settings_from("command line", overrides or {}, grid.settings[task])
-            for seed in seeds or grid.seeds:
-                runs.append(RunConfig(task=task, reward=reward, seed=seed, settings=settings,
-                                      reward_params=grid.rewards[reward], data=data[task]))
-    return runs
+    if given is None:
+        return []
+    paths = [given] if isinstance(given, str) else given
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise ConfigError(f"{path}: 'include' must be a path or a list of paths (.py files or folders, "
+                          f"relative to the grid file), got {given!r}")
+    return include.load([Path(path).parent / Path(p).expanduser() for p in paths], where=f"{path}: include")

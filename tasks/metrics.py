@@ -124,6 +124,7 @@ def classification_aggregate(per_example: list[dict[str, Any]]) -> dict[str, flo
 
 
 def classification_sentence(pred: int, ref: int) -> float:
+    """1 for the gold label, else 0: accuracy at sentence level."""
     return 1.0 if int(pred) == int(ref) else 0.0
 
 

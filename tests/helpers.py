@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.config import RunConfig, expand, load_grid
+from harness.config import RunConfig, load_grid
+from harness.grid.plan import expand
 from harness.run.data import DataSource
 from rewards.base import RewardStrategy, build_reward
 from tasks.base import get_task

@@ -147,7 +147,7 @@ def _check_list(out: str) -> None:
     strategies = next(s for s in sections if s.startswith("reward strategies:"))
     presets = next(s for s in sections if s.startswith("presets"))
     listed_tasks = {line.split()[0] for line in tasks.splitlines()[1:]}
-    assert listed_tasks == set(TASKS)
+    assert set(TASKS) <= listed_tasks  # other tests may have --include-d more tasks into this process
     listed = {line.split()[0] for line in strategies.splitlines()[1:] if line.split()[0] in REWARDS}
     assert listed == set(REWARDS) and len(REWARDS) >= 10
     assert "focal" in strategies and "gamma=2.0" in strategies

@@ -8,8 +8,8 @@ import textwrap
 import pytest
 
 import rewards  # noqa: F401  (registers the built-in strategies)
-from harness.config import (ConfigError, RunConfig, TrainSettings, expand, list_presets, load_grid,
-                            preset_path)
+from harness.config import ConfigError, RunConfig, TrainSettings, list_presets, load_grid, preset_path
+from harness.grid.plan import expand
 from rewards.base import REWARDS
 
 TASKS = ("ner", "sentiment", "translation", "summarization")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.grid.pool import run_grid
+from harness.grid.scheduler import run_grid
 from harness.run.recipe import parent_config
 from harness.store import Store
 from rewards.base import REWARDS, register_reward

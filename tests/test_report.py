@@ -20,7 +20,8 @@ import pytest
 from harness.report import ReportError, page as html
 from harness.report.analysis import analyse, repetition_rate, run_guards, strategy_labels
 from harness.cli import main
-from harness.config import expand, load_grid
+from harness.config import load_grid
+from harness.grid.plan import expand
 from harness.store import Store
 from harness.report.writers import (formats, print_leaderboards, register_writer, unregister_writer,
                                     write_report)

@@ -44,7 +44,7 @@ def grid(records: list[RunRecord]) -> dict[str, Any]:
             "seeds": sorted({r.seed for r in records}), "train": {"per_task": per_task}}
 
 
-SESSION_FIELDS = ("started", "command", "executor", "jobs", "runs", "statuses", "wall_seconds", "gpu_samples",
+SESSION_FIELDS = ("started", "command", "executor", "jobs", "includes", "runs", "statuses", "wall_seconds", "gpu_samples",
                   "gpu_utilization_mean", "gpu_busy_share_80", "gpu_memory_peak_mib")
 
 

@@ -1,0 +1,113 @@
+"""What a `harness run` will do: the grid expanded into its cells, each labelled and marked as done
+(a record is stored: skipped) or to run (never run, or rerun because it failed or is forced).
+
+`expand` turns a grid (`harness.config.Grid`) into run configurations; `make_plan` filters and
+labels them against the store. `harness.grid.scheduler` runs what the plan says is to run.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from harness.config import ConfigError, Grid, RunConfig, settings_from
+from harness.run.data import DataSource
+from harness.store import Store
+
+# A cell's state in the plan.
+DONE = "done"  # stored: skipped
+TO_RUN = "to run"  # never stored
+RETRY = "rerun: failed"  # stored as failed, and --retry-failed
+FORCED = "rerun: forced"  # stored, and --force
+
+
+@dataclass(frozen=True)
+class Cell:
+    label: str  # "[i/n] task reward seed s (hash)", the prefix of every line about it
+    config: RunConfig
+    state: str  # DONE, TO_RUN, RETRY or FORCED
+    stored: str | None  # the stored record's status (completed, failed, refused), None if none
+
+
+@dataclass(frozen=True)
+class Plan:
+    grid: Grid  # with the strategies a single run adds
+    cells: tuple[Cell, ...]  # every cell asked for, in run order
+
+    @property
+    def todo(self) -> list[Cell]:
+        return [c for c in self.cells if c.state != DONE]
+
+    @property
+    def done(self) -> list[Cell]:
+        return [c for c in self.cells if c.state == DONE]
+
+
+def expand(grid: Grid, data: dict[str, dict[str, Any]], tasks: list[str] | None = None,
+           rewards: list[str] | None = None, seeds: list[int] | None = None,
+           overrides: dict[str, Any] | None = None) -> list[RunConfig]:
+    """Every task x reward x seed cell, filtered; strategies that start from another run come last."""
+    for wanted, known, what in ((tasks, grid.tasks, "task"), (rewards, grid.rewards, "reward")):
+        for name in wanted or []:
+            if name not in known:
+                raise ConfigError(f"{what} {name!r} is not in grid {grid.source}; it has: {', '.join(known)}")
+    from rewards.base import REWARDS
+
+    names = [r for r in grid.rewards if not rewards or r in rewards]
+    names.sort(key=lambda r: REWARDS[r].init_from is not None)
+    runs = []
+    for reward in names:
+        for task in grid.tasks:
+            if tasks and task not in tasks:
+                continue
+            settings = settings_from("command line", overrides or {}, grid.settings[task])
+            for seed in seeds or grid.seeds:
+                runs.append(RunConfig(task=task, reward=reward, seed=seed, settings=settings,
+                                      reward_params=grid.rewards[reward], data=data[task]))
+    return runs
+
+
+def make_plan(grid: Grid, source: DataSource, store: Store, tasks: list[str] | None = None,
+              rewards: list[str] | None = None, seeds: list[int] | None = None,
+              overrides: dict[str, Any] | None = None, single: bool = False, force: bool = False,
+              retry_failed: bool = False) -> Plan:
+    """The cells of `grid` (filtered by tasks, rewards, seeds; settings overridden), each with its
+    state in `store`. `single`: one cell asked for outside `--grid`, whose strategy need not be in the
+    grid (it then runs with its default parameters). Describing the data reads (checksums) the local
+    files of every task asked for, so a missing file fails here, before anything runs."""
+    if single:
+        grid = _with_strategies(grid, rewards or [])
+    from tasks.base import get_task
+
+    try:
+        data = {task: source.describe(get_task(task)) for task in grid.tasks if not tasks or task in tasks}
+    except KeyError as err:  # an unknown --hub-variant
+        raise ConfigError(err.args[0]) from None
+    runs = expand(grid, data, tasks, rewards, seeds, overrides)
+    cells = []
+    for i, cfg in enumerate(runs, 1):
+        stored = store.status(cfg.task, cfg.reward, cfg.run_hash())
+        if stored is None:
+            state = TO_RUN
+        elif force:
+            state = FORCED
+        elif stored == "failed" and retry_failed:
+            state = RETRY
+        else:
+            state = DONE
+        label = f"[{i}/{len(runs)}] {cfg.task} {cfg.reward} seed {cfg.seed} ({cfg.run_hash()})"
+        cells.append(Cell(label, cfg, state, stored))
+    return Plan(grid, tuple(cells))
+
+
+def _with_strategies(grid: Grid, names: list[str]) -> Grid:
+    """`grid` with the named strategies it does not list added, with their default parameters."""
+    from rewards.base import build_reward
+
+    missing = [r for r in names if r not in grid.rewards]
+    for name in missing:
+        try:
+            build_reward(name)
+        except KeyError as err:
+            raise ConfigError(err.args[0]) from None
+    return dataclasses.replace(grid, rewards={**grid.rewards, **{r: {} for r in missing}})
