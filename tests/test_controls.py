@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 import rewards  # noqa: F401  (registers the built-in strategies)
@@ -78,3 +79,37 @@ def test_the_controls_first_step_is_cross_entropy_from_the_ce_weights(tmp_path, 
     for key, value in setup.model.state_dict().items():
         torch.testing.assert_close(value, checkpoint[key], rtol=0, atol=0)
     assert dataclasses.asdict(control_cfg.settings) == dataclasses.asdict(ce_cfg.settings)
+
+
+@pytest.mark.parametrize("task", ["ner", "translation"])
+def test_kl_reference_starts_from_and_is_held_to_the_ce_checkpoint(tmp_path, data_dir, task):
+    """The reference is the ce checkpoint of the same seed, not the initial model: at the first step the
+    KL is 0 and the gradient is CE's (dropout off: the frozen reference never applies it)."""
+    assert build_reward("kl_reference").init_from == "ce" and REWARDS["kl_reference"].needs_reference
+    grid = write_grid(tmp_path / "g.yaml", [task], rewards={"ce": {}, "kl_reference": {"beta": 1.0}}, epochs=1,
+                      max_train=16, max_eval=8)
+    (ce_cfg, kl_cfg), source = configs(grid, data_dir)
+    store = Store(tmp_path / "s")
+    ce = run(ce_cfg, store, source, progress=False)
+    setup = recipe.prepare(kl_cfg, store, source, torch.device("cpu"))
+    checkpoint = store.load_checkpoint(ce["hash"])
+    assert setup.init_from == ce["hash"]
+    for weights in (setup.ctx.reference.state_dict(), setup.model.state_dict()):
+        assert weights.keys() == checkpoint.keys()
+        for key, value in weights.items():
+            torch.testing.assert_close(value, checkpoint[key], rtol=0, atol=0)
+    setup.model.eval()
+    batch = next(setup.data["train"].iterate(torch.Generator().manual_seed(0)))
+    grads = {}
+    for name in ("kl_reference", "ce"):
+        setup.model.zero_grad(set_to_none=True)
+        out = build_reward(name, {"beta": 1.0} if name == "kl_reference" else {}).loss(
+            setup.kind.forward(setup.model, batch), batch, setup.ctx)
+        out.loss.backward()
+        grads[name] = [p.grad.clone() for p in setup.model.parameters() if p.grad is not None]
+        if name == "kl_reference":
+            assert float(out.terms["kl"]) == 0.0
+            torch.testing.assert_close(out.loss, out.terms["ce"])
+    assert len(grads["ce"]) == len(grads["kl_reference"]) > 0
+    for kl_grad, ce_grad in zip(grads["kl_reference"], grads["ce"]):
+        torch.testing.assert_close(kl_grad, ce_grad)
