@@ -2,6 +2,7 @@
 parameter validation and the documented formulas, on CPU with hand-made logits."""
 from __future__ import annotations
 
+import itertools
 import math
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -31,7 +32,6 @@ CLASSES = {"classification": 5, "tagging": 5, "seq2seq": 7}
 
 # Strategy -> parameters that reduce it to CE, and typical active parameters.
 ZERO: dict[str, dict[str, Any]] = {
-    "ml_reward": {"lam": 0.0},
     "wrong_penalty": {"lam": 0.0},
     "confidence": {"lam": 0.0},
     "entropy": {"lam": 0.0},
@@ -44,7 +44,6 @@ ZERO: dict[str, dict[str, Any]] = {
     "expected_accuracy": {"alpha": 0.0},
 }
 ACTIVE: dict[str, dict[str, Any]] = {
-    "ml_reward": {"lam": 1.0},
     "wrong_penalty": {"lam": 1.0},
     "confidence": {"lam": 1.0},
     "entropy": {"lam": 0.5, "target": 0.5},
@@ -152,7 +151,6 @@ def _kl_to_reference(ctx: SimpleNamespace) -> Callable[[torch.Tensor, torch.Tens
 # name, active params, and (given ctx) a probe the added term must increase: per scored position
 # (every position must move) or one batch-level number.
 TERM_CASES: list[tuple[str, dict[str, Any], Callable[[SimpleNamespace], Callable[..., torch.Tensor]]]] = [
-    ("ml_reward", ACTIVE["ml_reward"], lambda ctx: p_gold),
     ("wrong_penalty", {"lam": 1.0, "form": "squared"}, lambda ctx: p_gold),
     ("wrong_penalty", {"lam": 1.0, "form": "max"}, lambda ctx: p_gold),
     ("confidence", ACTIVE["confidence"], lambda ctx: p_gold),
@@ -330,8 +328,6 @@ def _reference_value(name: str, params: dict[str, Any], logits: torch.Tensor, la
     ce = -p_y.log().mean()
     h = -(probs * probs.log()).sum(-1)
     wrong = probs * (1 - F.one_hot(gold, probs.shape[-1]))
-    if name == "ml_reward":
-        return ce - params["lam"] * p_y.mean()
     if name == "wrong_penalty":
         term = (wrong ** 2).sum(-1) if params.get("form", "squared") == "squared" else wrong.max(-1).values
         return ce + params["lam"] * term.mean()
@@ -433,3 +429,31 @@ def test_parameters_are_declared_and_validated(name: str) -> None:
 def test_invalid_values_raise_naming_the_parameter(name: str, params: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         build_reward(name, params)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_two_strategies_are_the_same_method(kind: str) -> None:
+    """Every non-sampling strategy (at its defaults) gives a loss gradient of its own on every kind, two
+    classes included (where CE − λ·p_y, the former ml_reward, was expected_accuracy). ce_continued is CE
+    by design (it differs in where it starts); raml is drawn with τ = 1 and a fixed seed, so that this
+    one batch has replaced targets."""
+    from rewards.base import CONTINUED_CONTROL, REWARDS
+
+    names = sorted(n for n, cls in REWARDS.items() if cls.family != "sampling" and n != CONTINUED_CONTROL)
+    assert {"ce", "raml", "dice", "expected_accuracy"} <= set(names)
+    rows = {"classification": torch.tensor([1, 0, 1, 1]), "tagging": LABELS["tagging"], "seq2seq": LABELS["seq2seq"]}
+    classes = {"classification": 2, "tagging": 5, "seq2seq": 7}[kind]
+    task = SimpleNamespace(**{**vars(TASKS[kind]), "labels": TASKS[kind].labels if kind == "tagging" else ("n", "p")})
+    logits = torch.randn(*rows[kind].shape, classes, generator=torch.Generator().manual_seed(3))
+    ctx = make_ctx(kind, reference_logits=torch.randn(*logits.shape), task=task)
+    gradients = {}
+    for name in names:
+        leaf = logits.clone().requires_grad_(True)
+        torch.manual_seed(0)
+        strategy = build_reward(name, {"tau": 1.0, "token_tau": 1.0} if name == "raml" else {})
+        if kind == "seq2seq" and name == "raml":
+            continue  # scores its targets with the model (a policy), tested in test_raml.py
+        strategy.loss(leaf, {"labels": rows[kind]}, ctx).loss.backward()
+        gradients[name] = leaf.grad
+    for a, b in itertools.combinations(gradients, 2):
+        assert not torch.allclose(gradients[a], gradients[b]), (a, b)
