@@ -1,7 +1,9 @@
 """The reward-strategy interface and its registry (modelled on fairseq's `criterions/`).
 
 A strategy is a dataclass whose fields are its parameters (with defaults, help and ranges),
-registered by name with `@register_reward("name")`. The recipe (`harness.run.recipe`) calls, per run
+registered by name with `@register_reward("name")`. Its docstring states the objective, the
+estimator (exact or sampled), the baseline (if any), the normalisation and the source; its first
+line is what `harness list` prints. The recipe (`harness.run.recipe`) calls, per run
 and per batch:
 
   start(ctx)                 once per run, before the first step (run-level state: heads, buffers)

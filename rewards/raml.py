@@ -58,11 +58,12 @@ class RAML(RewardStrategy):
     other C − 1 classes (label noise), a token by one of the other V − 1 vocabulary entries.
     Estimator: K targets ỹ per input, stratified as in the paper's Section 3: a distance e with
     p(e) ∝ C(n, e)(C − 1)^e exp(−e/τ) over the input's n scored positions, then e positions uniformly,
-    each given a uniformly chosen other class (exact for the Hamming distance). q does not depend on
-    the model, so there is no baseline and no importance weight. A label or tag sequence is scored
-    with the batch's own logits (they do not depend on the target); a generated sequence is scored by
-    a teacher-forced pass on its own, noisy, prefix (the kind's `Policy.log_prob`: one more forward
-    pass when any token was replaced). Normalisation: −log p summed over scored positions, divided by
+    each given a uniformly chosen other class (exact for the Hamming distance).
+    A label or tag sequence is scored with the batch's own logits (they do not depend on the
+    target); a generated sequence by a teacher-forced pass on its own, noisy, prefix (the kind's
+    `Policy.log_prob`: one more forward pass when any token was replaced).
+    Baseline: none; q does not depend on the model, so no baseline or importance weight.
+    Normalisation: −log p summed over scored positions, divided by
     K times the batch's scored positions M (τ = 0: exactly CE).
     τ: labels and tags use `tau`, token sequences `token_tau`, because the count (C − 1)^e makes the
     same τ mean very different noise: each position is replaced with probability

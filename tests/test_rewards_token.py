@@ -457,3 +457,19 @@ def test_no_two_strategies_are_the_same_method(kind: str) -> None:
         gradients[name] = leaf.grad
     for a, b in itertools.combinations(gradients, 2):
         assert not torch.allclose(gradients[a], gradients[b]), (a, b)
+
+
+def test_every_non_sampling_strategy_documents_its_method() -> None:
+    """Objective, estimator, baseline, normalisation and source are stated in every docstring; the first
+    line (what `harness list` prints) says what the strategy is."""
+    from rewards.base import REWARDS
+
+    for name, cls in REWARDS.items():
+        if cls.family == "sampling":
+            continue
+        doc = cls.__doc__ or ""
+        for part in ("Objective", "Estimator", "Baseline", "Normalisation", "Source"):
+            assert f"{part}:" in doc, (name, part)
+        assert doc.strip().splitlines()[0].strip()
+    assert "token-level" in REWARDS["soft_f1"].__doc__.splitlines()[0]
+    assert "bag of tokens" in REWARDS["soft_f1"].__doc__.splitlines()[0]
