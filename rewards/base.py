@@ -1,7 +1,9 @@
 """The reward-strategy interface and its registry (modelled on fairseq's `criterions/`).
 
 A strategy is a dataclass whose fields are its parameters (with defaults, help and ranges),
-registered by name with `@register_reward("name")`. The recipe (`harness.run.recipe`) calls, per run
+registered by name with `@register_reward("name")`. Its docstring states the objective, the
+estimator (exact or sampled), the baseline (if any), the normalisation and the source; its first
+line is what `harness list` prints. The recipe (`harness.run.recipe`) calls, per run
 and per batch:
 
   start(ctx)                 once per run, before the first step (run-level state: heads, buffers)
@@ -72,11 +74,15 @@ class RewardStrategy:
     """Base class: subclasses are turned into dataclasses by `register_reward`."""
 
     name: ClassVar[str] = ""
-    family: ClassVar[str] = "token"  # token | metric | sampling
+    family: ClassVar[str] = "token"  # token | metric | sampling | control
     kinds: ClassVar[tuple[str, ...] | None] = None  # model kinds it supports; None: every kind
     needs_reference: ClassVar[bool] = False
     # Name of the strategy whose checkpoint (same task, model and seed) this one starts from.
     init_from: ClassVar[str | None] = None
+    # The control this strategy's gain is measured against besides `ce` (same task, model and seed):
+    # `register_reward` sets it to `ce_continued` for every strategy that starts from the `ce`
+    # checkpoint, whose gain over `ce` otherwise includes the extra epochs of training.
+    compared_with: ClassVar[str | None] = None
     # Optimiser steps taken on each batch (and its rollout): more than one for PPO epochs or GRPO.
     updates: ClassVar[int] = 1
 
@@ -117,16 +123,24 @@ class RewardStrategy:
 
 
 REWARDS: dict[str, type[RewardStrategy]] = {}
+# CE continued from the `ce` checkpoint on the schedule of the strategies that start there.
+CONTINUED_CONTROL = "ce_continued"
 
 
 def register_reward(name: str) -> Callable[[type[RewardStrategy]], type[RewardStrategy]]:
-    """Class decorator: makes the strategy a dataclass and registers it under `name`."""
+    """Class decorator: makes the strategy a dataclass and registers it under `name`.
+
+    A strategy that starts from the `ce` checkpoint and does not set `compared_with` itself is
+    compared with the `ce_continued` control."""
 
     def wrap(cls: type[RewardStrategy]) -> type[RewardStrategy]:
         if name in REWARDS:
             raise ValueError(f"reward {name!r} is registered twice")
         cls = dataclass(cls)
         cls.name = name
+        if "compared_with" not in vars(cls):
+            from_ce = cls.init_from == "ce" and name != CONTINUED_CONTROL
+            cls.compared_with = CONTINUED_CONTROL if from_ce else None
         REWARDS[name] = cls
         return cls
 

@@ -11,8 +11,11 @@ from rewards.base import (LossOutput, RewardStrategy, StepContext, at_gold, mask
 class ConfidenceReward(RewardStrategy):
     """loss = CE − λ·(1/M) Σ_m 1[argmax p_m = y_m ∧ p_m(y_m) ≥ τ]·p_m(y_m).
 
-    The per-position reward lies in [0, 1]; the indicator is a constant (not differentiated), so
-    the term only sharpens positions the model already gets right, leaving errors to CE.
+    Objective: CE plus a bounded reward in [0, 1] per position for a correct and confident
+    prediction; the indicator is a constant (not differentiated), so the term only sharpens
+    positions the model already gets right, leaving errors to CE. Estimator: exact, no sampling.
+    Baseline: none. Normalisation: mean over the batch's M scored positions, for CE and the reward.
+    Source: none; a design of this harness (a correctness-gated cousin of entropy minimisation).
     """
 
     lam: float = param(1.0, "weight λ of the confident-and-correct reward", min=0.0)

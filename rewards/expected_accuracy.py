@@ -11,11 +11,13 @@ from rewards.base import (LossOutput, RewardStrategy, StepContext, at_gold, mask
 class ExpectedAccuracy(RewardStrategy):
     """loss = CE − α·(1/B') Σ_b (1/|S_b|) Σ_{t∈S_b} p_{b,t}(y_{b,t}).
 
-    S_b are the scored positions of example b and B' the examples with any. The reward is the
-    expected accuracy of a sample from the model, averaged per example as the metric is (macro
-    over examples), so long sequences do not outweigh short ones; for classification it is the
-    batch mean of p_y. CE is the usual token mean. (Expected-metric training, cf. Smith & Eisner
-    2006, "Minimum Risk Annealing for Training Log-Linear Models".)
+    Objective: CE minus the expected per-example accuracy of a sample from the model; S_b are the
+    scored positions of example b and B' the examples with any (for classification the reward is
+    the batch mean of p_y). Estimator: exact (the expectation of a 0/1 accuracy is p_y; no
+    sampling). Baseline: none. Normalisation: the reward is averaged per example, then over examples
+    (macro, as the metric is), so long sequences do not outweigh short ones; CE is the usual token
+    mean. Source: expected-metric training, cf. Smith & Eisner 2006, "Minimum Risk Annealing for
+    Training Log-Linear Models".
     """
 
     family = "metric"

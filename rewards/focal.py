@@ -11,7 +11,10 @@ from rewards.base import (LossOutput, RewardStrategy, StepContext, at_gold, comp
 class FocalLoss(RewardStrategy):
     """loss = (1/M) Σ_m −(1 − p_m(y_m))^γ · log p_m(y_m); γ = 0 is CE.
 
-    Lin et al. 2017, "Focal Loss for Dense Object Detection" (without the α class weights).
+    Objective: CE with each position weighted by (1 − p_y)^γ (differentiated, as in the paper), so
+    well-classified positions count less. Estimator: exact, no sampling. Baseline: none.
+    Normalisation: mean over the batch's M scored positions. Source: Lin et al. 2017, "Focal Loss for
+    Dense Object Detection" (without the α class weights).
     """
 
     gamma: float = param(2.0, "focusing exponent γ; larger values ignore easy positions more", min=0.0)

@@ -17,10 +17,12 @@ def _xlogx(x: float) -> float:
 class LabelSmoothing(RewardStrategy):
     """loss = (1/M) Σ_m KL(q_ε,m ‖ p_m), q_ε = (1 − ε)·onehot(y) + ε/C.
 
-    Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer Vision".
-    Computed as the smoothed cross-entropy (1 − ε)·CE + ε·(1/C)Σ_k −log p_k minus the constant
-    entropy H(q_ε), so the value is a true KL (≥ 0, 0 at p = q_ε) with the same gradient as the
-    smoothed cross-entropy, and ε = 0 gives CE exactly.
+    Objective: fit the smoothed target q_ε instead of the one-hot gold class; computed as the
+    smoothed cross-entropy (1 − ε)·CE + ε·(1/C)Σ_k −log p_k minus the constant entropy H(q_ε), so the
+    value is a true KL (≥ 0, 0 at p = q_ε) with the same gradient, and ε = 0 gives CE exactly.
+    Estimator: exact (every class, the whole vocabulary for sequences), no sampling. Baseline: none.
+    Normalisation: mean over the batch's M scored positions. Source: Szegedy et al. 2016,
+    "Rethinking the Inception Architecture for Computer Vision".
     """
 
     eps: float = param(0.1, "smoothing ε: mass spread uniformly over all C classes, in [0, 1)",

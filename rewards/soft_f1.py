@@ -16,10 +16,16 @@ def _soft_f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, smooth: float
 
 @register_reward("soft_f1")
 class SoftF1(RewardStrategy):
-    """loss = CE + α·(1 − soft F1), soft F1_k = (2TP_k + s) / (2TP_k + FP_k + FN_k + s).
+    """CE + α·(1 − soft F1); tagging: token-level F1 per entity type (not entity F1); sequences: bag of tokens.
 
-    Counts are expectations under p over the batch's scored positions m, per class k (the
-    Jansche 2005 / "soft F1" surrogate of a non-differentiable corpus F1):
+    Objective: loss = CE + α·(1 − soft F1), soft F1_k = (2TP_k + s) / (2TP_k + FP_k + FN_k + s).
+    Estimator: exact expected counts under p (no sampling), over the batch's scored positions m, per
+    class k. Source: the "soft F1" surrogate of a non-differentiable corpus F1 (Jansche 2005, "Maximum
+    Expected F-Measure Training of Logistic Regression Models"). Baseline: none. Normalisation: the
+    counts are batch sums, the F1 a macro mean over classes (per sequence, then averaged, for token
+    sequences); CE is the token mean. On tagging the counts are per token, not per entity: a
+    partly-tagged entity earns partial credit that seqeval's strict entity F1 (the task metric) does
+    not give; on sequences the F1 ignores word order. Per kind:
     - tagging: P_mk = Σ_{tags c of type k} p_m(c) (B-X and I-X merged; O is no class),
       Y_mk = 1[y_m is a tag of type k]; TP_k = Σ_m P·Y, FP_k = Σ_m P·(1 − Y), FN_k = Σ_m (1 − P)·Y;
       macro mean over entity types.

@@ -9,12 +9,15 @@ from rewards.base import (LossOutput, RewardStrategy, StepContext, at_gold, mask
 
 @register_reward("wrong_penalty")
 class WrongPenalty(RewardStrategy):
-    """loss = CE + λ·(1/M) Σ_m w_m, with per position either
-    squared: w = Σ_{k≠y} p_k²   (penalises concentrated wrong mass, like a Brier-score term), or
-    max:     w = max_{k≠y} p_k  (penalises only the strongest competitor, a margin-style term).
+    """loss = CE + λ·(1/M) Σ_m w_m, a penalty w_m on the probability of wrong classes.
 
-    CE only looks at p_y; this term also shapes where the remaining mass goes.
-    (Brier 1950 for the squared form; cf. the complement objective of Chen et al. 2019.)
+    Objective: per position either
+    squared: w = Σ_{k≠y} p_k²   (penalises concentrated wrong mass, like a Brier-score term), or
+    max:     w = max_{k≠y} p_k  (penalises only the strongest competitor, a margin-style term);
+    CE only looks at p_y, this term also shapes where the remaining mass goes. Estimator: exact
+    (every class), no sampling. Baseline: none. Normalisation: mean over the batch's M scored
+    positions. Source: Brier 1950 for the squared form; cf. the complement objective of Chen et al.
+    2019, "Complement Objective Training".
     """
 
     lam: float = param(1.0, "weight λ of the penalty on wrong-class probability", min=0.0)

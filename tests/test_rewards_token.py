@@ -2,6 +2,7 @@
 parameter validation and the documented formulas, on CPU with hand-made logits."""
 from __future__ import annotations
 
+import itertools
 import math
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -31,7 +32,6 @@ CLASSES = {"classification": 5, "tagging": 5, "seq2seq": 7}
 
 # Strategy -> parameters that reduce it to CE, and typical active parameters.
 ZERO: dict[str, dict[str, Any]] = {
-    "ml_reward": {"lam": 0.0},
     "wrong_penalty": {"lam": 0.0},
     "confidence": {"lam": 0.0},
     "entropy": {"lam": 0.0},
@@ -44,7 +44,6 @@ ZERO: dict[str, dict[str, Any]] = {
     "expected_accuracy": {"alpha": 0.0},
 }
 ACTIVE: dict[str, dict[str, Any]] = {
-    "ml_reward": {"lam": 1.0},
     "wrong_penalty": {"lam": 1.0},
     "confidence": {"lam": 1.0},
     "entropy": {"lam": 0.5, "target": 0.5},
@@ -152,7 +151,6 @@ def _kl_to_reference(ctx: SimpleNamespace) -> Callable[[torch.Tensor, torch.Tens
 # name, active params, and (given ctx) a probe the added term must increase: per scored position
 # (every position must move) or one batch-level number.
 TERM_CASES: list[tuple[str, dict[str, Any], Callable[[SimpleNamespace], Callable[..., torch.Tensor]]]] = [
-    ("ml_reward", ACTIVE["ml_reward"], lambda ctx: p_gold),
     ("wrong_penalty", {"lam": 1.0, "form": "squared"}, lambda ctx: p_gold),
     ("wrong_penalty", {"lam": 1.0, "form": "max"}, lambda ctx: p_gold),
     ("confidence", ACTIVE["confidence"], lambda ctx: p_gold),
@@ -162,8 +160,7 @@ TERM_CASES: list[tuple[str, dict[str, Any], Callable[[SimpleNamespace], Callable
     ("label_smoothing", {"eps": 0.5}, lambda ctx: entropy),  # the ε part pulls p towards uniform
     ("kl_reference", ACTIVE["kl_reference"], _kl_to_reference),
     ("soft_f1", ACTIVE["soft_f1"], lambda ctx: lambda lg, lb: p_gold(lg, lb).mean()),
-    # the self-adjusting dice term moves p_y towards 1/(1 + α) (α = 0.5), where (1 − p_y)^α·p_y peaks
-    ("dice", ACTIVE["dice"], lambda ctx: lambda lg, lb: -(p_gold(lg, lb) - 1 / (1 + 0.5)).abs()),
+    ("dice", ACTIVE["dice"], lambda ctx: p_gold),
     ("expected_accuracy", ACTIVE["expected_accuracy"], lambda ctx: p_gold),
 ]
 
@@ -197,6 +194,54 @@ def test_focal_down_weights_easy_positions() -> None:
     run("ce", {}, logits, labels, ctx).loss.backward()
     ratio = focal_grad / logits.grad[:, 0]
     assert 0 < ratio[0] < ratio[1]
+
+
+def _dice_term_step(p_y: float, classes: int, params: dict[str, Any]) -> float:
+    """The change of p_y after one descent step on the dice term alone (loss − CE), from a position whose
+    gold class 0 has probability p_y and the other classes share the rest equally."""
+    probs = torch.tensor([p_y] + [(1 - p_y) / (classes - 1)] * (classes - 1))
+    labels = torch.tensor([0])
+    ctx = make_ctx("classification")
+
+    def term(leaf: torch.Tensor) -> torch.Tensor:
+        return run("dice", params, leaf, labels, ctx).loss - run("ce", {}, leaf, labels, ctx).loss
+
+    stepped = descend(term, probs.log().unsqueeze(0), labels, lr=0.1)
+    return float(stepped.softmax(-1)[0, 0]) - p_y
+
+
+def _gold_only_dice_step(p_y: float, classes: int, alpha: float, gamma: float) -> float:
+    """The same step for the gold-class term alone (what `dice` computed before: the paper's formula
+    with y = 1 only)."""
+    logits = torch.tensor([[math.log(p_y)] + [math.log((1 - p_y) / (classes - 1))] * (classes - 1)],
+                          requires_grad=True)
+    p = logits.softmax(-1)[0, 0]
+    x = (1 - p) ** alpha * p
+    (1 - (2 * x + gamma) / (x + 1 + gamma)).backward()
+    return float((logits.detach() - 0.1 * logits.grad).softmax(-1)[0, 0]) - p_y
+
+
+@pytest.mark.parametrize("classes", [5, 9, 1000])
+def test_dice_pushes_easy_and_hard_positions_up_easy_ones_less(classes: int) -> None:
+    """α = 1, γ = 1 (the defaults): with both terms the dice loss raises p_y on hard and on easy
+    positions, much less on easy ones; its gold-class term alone pulls easy positions back towards
+    p = 1/(1 + α) = ½."""
+    params = {"alpha": 1.0, "gamma": 1.0, "weight": 1.0}
+    hard, easy, easier = (_dice_term_step(p, classes, params) for p in (0.1, 0.9, 0.99))
+    assert hard > 0 and easy > 0 and easier > 0
+    assert easier < easy < hard
+    assert _gold_only_dice_step(0.9, classes, 1.0, 1.0) < 0 and _gold_only_dice_step(0.99, classes, 1.0, 1.0) < 0
+    assert _gold_only_dice_step(0.1, classes, 1.0, 1.0) > 0
+
+
+def test_dice_on_two_classes_with_alpha_one_only_sharpens() -> None:
+    """The documented limit: with C = 2 and α = 1 both terms depend on p(1 − p) only, so the dice term
+    is the same whichever class is gold and moves p_y away from ½ on either side."""
+    logits, ctx = torch.tensor([[0.3, -0.4], [2.0, 0.5]]), make_ctx("classification")
+    params = {"alpha": 1.0, "gamma": 1.0, "weight": 1.0}
+    dice = [run("dice", params, logits, torch.tensor(y), ctx).terms["dice"] for y in ([0, 0], [1, 1])]
+    torch.testing.assert_close(dice[0], dice[1])
+    assert _dice_term_step(0.8, 2, params) > 0 > _dice_term_step(0.3, 2, params)
 
 
 # ---- (3) edge cases ------------------------------------------------------------------------
@@ -283,8 +328,6 @@ def _reference_value(name: str, params: dict[str, Any], logits: torch.Tensor, la
     ce = -p_y.log().mean()
     h = -(probs * probs.log()).sum(-1)
     wrong = probs * (1 - F.one_hot(gold, probs.shape[-1]))
-    if name == "ml_reward":
-        return ce - params["lam"] * p_y.mean()
     if name == "wrong_penalty":
         term = (wrong ** 2).sum(-1) if params.get("form", "squared") == "squared" else wrong.max(-1).values
         return ce + params["lam"] * term.mean()
@@ -303,10 +346,10 @@ def _reference_value(name: str, params: dict[str, Any], logits: torch.Tensor, la
         return ce + params["beta"] * (probs * (probs.log() - ref.log())).sum(-1).mean()
     if name == "focal":
         return (-(1 - p_y) ** params["gamma"] * p_y.log()).mean()
-    if name == "dice":
-        x = (1 - p_y) ** params["alpha"] * p_y
-        dsc = 1 - (2 * x + params["gamma"]) / (x + 1 + params["gamma"])
-        return ce + params["weight"] * dsc.mean()
+    if name == "dice":  # Li et al. 2020: DSC = (2(1 − p)^α p·y + γ) / ((1 − p)^α p + y + γ), every class
+        x, y, gamma = (1 - probs) ** params["alpha"] * probs, F.one_hot(gold, probs.shape[-1]), params["gamma"]
+        dsc = (2 * x * y + gamma) / (x + y + gamma)
+        return ce + params["weight"] * (1 - dsc).sum(-1).mean()
     if name == "expected_accuracy":
         rows = labels.reshape(labels.shape[0], -1)
         per_row = zip(logits.reshape(*rows.shape, -1), rows)
@@ -386,3 +429,47 @@ def test_parameters_are_declared_and_validated(name: str) -> None:
 def test_invalid_values_raise_naming_the_parameter(name: str, params: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         build_reward(name, params)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_two_strategies_are_the_same_method(kind: str) -> None:
+    """Every non-sampling strategy (at its defaults) gives a loss gradient of its own on every kind, two
+    classes included (where CE − λ·p_y, the former ml_reward, was expected_accuracy). ce_continued is CE
+    by design (it differs in where it starts); raml is drawn with τ = 1 and a fixed seed, so that this
+    one batch has replaced targets."""
+    from rewards.base import CONTINUED_CONTROL, REWARDS
+
+    names = sorted(n for n, cls in REWARDS.items() if cls.family != "sampling" and n != CONTINUED_CONTROL)
+    assert {"ce", "raml", "dice", "expected_accuracy"} <= set(names)
+    rows = {"classification": torch.tensor([1, 0, 1, 1]), "tagging": LABELS["tagging"], "seq2seq": LABELS["seq2seq"]}
+    classes = {"classification": 2, "tagging": 5, "seq2seq": 7}[kind]
+    task = SimpleNamespace(**{**vars(TASKS[kind]), "labels": TASKS[kind].labels if kind == "tagging" else ("n", "p")})
+    logits = torch.randn(*rows[kind].shape, classes, generator=torch.Generator().manual_seed(3))
+    ctx = make_ctx(kind, reference_logits=torch.randn(*logits.shape), task=task)
+    gradients = {}
+    for name in names:
+        leaf = logits.clone().requires_grad_(True)
+        torch.manual_seed(0)
+        strategy = build_reward(name, {"tau": 1.0, "token_tau": 1.0} if name == "raml" else {})
+        if kind == "seq2seq" and name == "raml":
+            continue  # scores its targets with the model (a policy), tested in test_raml.py
+        strategy.loss(leaf, {"labels": rows[kind]}, ctx).loss.backward()
+        gradients[name] = leaf.grad
+    for a, b in itertools.combinations(gradients, 2):
+        assert not torch.allclose(gradients[a], gradients[b]), (a, b)
+
+
+def test_every_non_sampling_strategy_documents_its_method() -> None:
+    """Objective, estimator, baseline, normalisation and source are stated in every docstring; the first
+    line (what `harness list` prints) says what the strategy is."""
+    from rewards.base import REWARDS
+
+    for name, cls in REWARDS.items():
+        if cls.family == "sampling":
+            continue
+        doc = cls.__doc__ or ""
+        for part in ("Objective", "Estimator", "Baseline", "Normalisation", "Source"):
+            assert f"{part}:" in doc, (name, part)
+        assert doc.strip().splitlines()[0].strip()
+    assert "token-level" in REWARDS["soft_f1"].__doc__.splitlines()[0]
+    assert "bag of tokens" in REWARDS["soft_f1"].__doc__.splitlines()[0]

@@ -1,7 +1,6 @@
 """The training loop, the record it stores, repeatability, resume after a kill, and failures."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -13,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.run.recipe import run, run_or_record_failure
-from harness.store import Store
+from harness.run.recipe import MissingParent, run, run_or_record_failure
+from harness.store import RunRecord, Store
 from rewards.ce import CrossEntropy
 from tests.helpers import configs, write_grid
 
@@ -141,8 +140,37 @@ def test_strategy_starts_from_the_ce_checkpoint_of_the_same_seed(tmp_path, data_
     assert store.checkpoint_path(ce.hash).exists()
     child = run(cfgs[1], store, source, progress=False)
     assert child.init_from == ce.hash
-    alone = run(dataclasses.replace(cfgs[1], seed=7), store, source, progress=False)
-    assert alone.init_from is None, "no ce run of seed 7: starts from the pretrained model"
+
+
+def test_strategy_whose_parent_checkpoint_is_missing_fails_and_retries_once_it_exists(tmp_path, data_dir,
+                                                                                       temporary_reward):
+    """No ce run of the seed: the child fails naming the missing run and how to make it, never starting
+    from the pretrained model; once the parent exists, the retried cell starts from it."""
+    class FromCE(CrossEntropy):
+        """Starts from the ce run."""
+
+        init_from = "ce"
+
+    temporary_reward("test_from_ce", FromCE)
+    grid = write_grid(tmp_path / "g.yaml", ["sentiment"], rewards=["ce", "test_from_ce"], seeds=(7,), epochs=1,
+                      max_train=16, max_eval=8)
+    (ce_cfg, child_cfg), source = configs(grid, data_dir)
+    store = Store(tmp_path / "s")
+    with pytest.raises(MissingParent) as err:
+        run(child_cfg, store, source, progress=False)
+    message = str(err.value)
+    for part in ("'ce'", "task sentiment", "seed 7", ce_cfg.run_hash(), "no record", "Run it first",
+                 "--retry-failed"):
+        assert part in message, part
+    record = run_or_record_failure(child_cfg, store, source, progress=False)
+    assert record.status == "failed" and ce_cfg.run_hash() in record.error and record.init_from is None
+    assert not store.checkpoint_path(child_cfg.run_hash()).exists()
+    store.save(RunRecord.failed(ce_cfg, "x"))
+    with pytest.raises(MissingParent, match="its record is failed"):
+        run(child_cfg, store, source, progress=False)
+    ce = run(ce_cfg, store, source, progress=False)
+    retried = run_or_record_failure(child_cfg, store, source, progress=False)
+    assert retried.status == "completed" and retried.init_from == ce.hash
 
 
 def test_smoke_preset_end_to_end_through_report(tmp_path, data_dir, capsys):

@@ -42,6 +42,10 @@ class RunRefused(Exception):
     """The strategy cannot run on this task; recorded as a refused cell, not as a failure."""
 
 
+class MissingParent(RuntimeError):
+    """The run the strategy starts from (`init_from`) has no checkpoint: recorded as a failed cell."""
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -64,6 +68,19 @@ def parent_config(cfg: RunConfig) -> RunConfig | None:
     """The run whose checkpoint `cfg`'s strategy starts from (same task, seed and settings), or None."""
     parent = REWARDS[cfg.reward].init_from
     return dataclasses.replace(cfg, reward=parent, reward_params={}) if parent else None
+
+
+def missing_parent(cfg: RunConfig, parent: RunConfig, store: Store | None) -> MissingParent:
+    """The error of a run whose parent checkpoint is not in the store: which run, and how to make it."""
+    status = store.status(parent.task, parent.reward, parent.run_hash()) if store is not None else None
+    where = f"store {store.root}" if store is not None else "no store (none was given)"
+    why = f"its record is {status}" if status else "it has no record"
+    return MissingParent(
+        f"reward {cfg.reward!r} starts from the checkpoint of run {parent.reward!r} (task {parent.task}, "
+        f"seed {parent.seed}, hash {parent.run_hash()}), which is not in {where}: {why}. Run it first with the "
+        f"same settings (`harness run --task {parent.task} --reward {parent.reward} --seed {parent.seed}` and the "
+        f"same grid or overrides), or run the grid, which runs parents first; then rerun this cell "
+        f"(`--retry-failed`). It does not start from the pretrained model instead.")
 
 
 def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
@@ -113,7 +130,8 @@ class Setup:
 def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: torch.device,
             grad_accum: int = 1) -> Setup:
     """Seeds, then builds the model (from the parent run's checkpoint when the strategy starts from
-    one), the frozen reference, the data, the strategy's context and the optimiser."""
+    one; `MissingParent` when that checkpoint is not in the store), the frozen reference (a copy of
+    the starting model), the data, the strategy's context and the optimiser."""
     started = time.time()
     task = get_task(cfg.task)
     lengths = {k: getattr(cfg.settings, k) for k in ("max_source_length", "max_target_length")}
@@ -125,18 +143,19 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     reason = strategy.refuses(task, kind.name)
     if reason:
         raise RunRefused(reason)
+    parent = parent_config(cfg)  # checked before anything is loaded: never the pretrained model instead
+    state = store.load_checkpoint(parent.run_hash()) if parent is not None and store is not None else None
+    if parent is not None and state is None:
+        raise missing_parent(cfg, parent, store)
     seed_everything(cfg.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name, task, tokenizer, kind)
     init_from = None
-    parent = parent_config(cfg)
-    if parent is not None and store is not None:
-        state = store.load_checkpoint(parent.run_hash())
-        if state is not None:
-            model.load_state_dict(state)
-            init_from = parent.run_hash()
+    if parent is not None:
+        model.load_state_dict(state)
+        init_from = parent.run_hash()
     model.to(device)
     reference = copy.deepcopy(model).eval().requires_grad_(False) if strategy.needs_reference else None
     start = kind.start_token(model)

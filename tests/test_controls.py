@@ -1,0 +1,115 @@
+"""The compute-matched control `ce_continued`: CE trained on from the `ce` checkpoint with exactly the
+schedule, epochs and data order of every strategy that starts there."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import rewards  # noqa: F401  (registers the built-in strategies)
+from harness.run import recipe
+from harness.run.recipe import run
+from harness.store import Store
+from rewards.base import CONTINUED_CONTROL, REWARDS, build_reward
+from tests.helpers import configs, write_grid
+
+FROM_CE = sorted(name for name, cls in REWARDS.items() if cls.init_from == "ce")
+
+
+def test_ce_continued_is_ce_started_from_the_ce_checkpoint():
+    control = build_reward(CONTINUED_CONTROL)
+    assert control.init_from == "ce" and control.family == "control" and control.params() == {}
+    assert control.compared_with is None
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 2, 1, -100])
+    torch.testing.assert_close(control.loss(logits, {"labels": labels}, None).loss,
+                               build_reward("ce").loss(logits, {"labels": labels}, None).loss)
+
+
+def test_every_strategy_started_from_ce_is_compared_with_the_control():
+    assert {"reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo", "constant_reward"} <= set(FROM_CE)
+    for name in FROM_CE:
+        expected = None if name == CONTINUED_CONTROL else CONTINUED_CONTROL
+        assert REWARDS[name].compared_with == expected, name
+    assert all(cls.compared_with is None for cls in REWARDS.values() if cls.init_from is None)
+
+
+def test_strategies_started_from_ce_get_the_controls_schedule_epochs_and_data_order(tmp_path, data_dir,
+                                                                                     monkeypatch):
+    """Every optimiser step of every strategy that starts from the ce checkpoint sees the same batches
+    (rows, order, epoch) at the same learning rate as `ce_continued`, from the same weights."""
+    grid = write_grid(tmp_path / "g.yaml", ["sentiment"], rewards=["ce", *FROM_CE], epochs=2, batch_size=8,
+                      max_train=24, max_eval=8, log_every=1)
+    cfgs, source = configs(grid, data_dir)
+    store = Store(tmp_path / "s")
+    ce = run(cfgs[0], store, source, progress=False)
+    assert cfgs[0].reward == "ce" and store.checkpoint_path(ce.hash).exists()
+    steps: dict[str, list] = {}
+    original = recipe._optimiser_step
+
+    def spy(setup, parts, weights, rollouts, update, step):
+        if update == 0:  # one entry per batch, whatever the strategy's updates per batch
+            steps.setdefault(setup.cfg.reward, []).append(
+                ([p["index"].tolist() for p in parts], setup.scheduler.get_last_lr()[0]))
+        return original(setup, parts, weights, rollouts, update, step)
+
+    monkeypatch.setattr(recipe, "_optimiser_step", spy)
+    records = {cfg.reward: run(cfg, store, source, progress=False) for cfg in cfgs[1:]}
+    control = steps[CONTINUED_CONTROL]
+    assert len(control) == 2 * 3, "three batches of 8 in each of two epochs"
+    assert [rows for rows, _ in control[:3]] != [rows for rows, _ in control[3:]], "a fresh order every epoch"
+    lrs = [lr for _, lr in control]  # 6 steps: no warm-up step (int(0.1 * 6) = 0), then linear decay
+    assert lrs[0] == cfgs[0].settings.lr and lrs == sorted(lrs, reverse=True), "a fresh schedule of its own"
+    for name in FROM_CE:
+        assert records[name].init_from == ce.hash, name
+        assert records[name].config["settings"] == records[CONTINUED_CONTROL].config["settings"], name
+        assert steps[name] == control, name
+        assert len(records[name].history) == len(records[CONTINUED_CONTROL].history) == 2, name
+
+
+def test_the_controls_first_step_is_cross_entropy_from_the_ce_weights(tmp_path, data_dir):
+    grid = write_grid(tmp_path / "g.yaml", ["ner"], rewards=["ce", CONTINUED_CONTROL], epochs=1, max_train=16,
+                      max_eval=8)
+    (ce_cfg, control_cfg), source = configs(grid, data_dir)
+    store = Store(tmp_path / "s")
+    ce = run(ce_cfg, store, source, progress=False)
+    setup = recipe.prepare(control_cfg, store, source, torch.device("cpu"))
+    checkpoint = store.load_checkpoint(ce.hash)
+    assert setup.init_from == ce.hash
+    for key, value in setup.model.state_dict().items():
+        torch.testing.assert_close(value, checkpoint[key], rtol=0, atol=0)
+    assert dataclasses.asdict(control_cfg.settings) == dataclasses.asdict(ce_cfg.settings)
+
+
+@pytest.mark.parametrize("task", ["ner", "translation"])
+def test_kl_reference_starts_from_and_is_held_to_the_ce_checkpoint(tmp_path, data_dir, task):
+    """The reference is the ce checkpoint of the same seed, not the initial model: at the first step the
+    KL is 0 and the gradient is CE's (dropout off: the frozen reference never applies it)."""
+    assert build_reward("kl_reference").init_from == "ce" and REWARDS["kl_reference"].needs_reference
+    grid = write_grid(tmp_path / "g.yaml", [task], rewards={"ce": {}, "kl_reference": {"beta": 1.0}}, epochs=1,
+                      max_train=16, max_eval=8)
+    (ce_cfg, kl_cfg), source = configs(grid, data_dir)
+    store = Store(tmp_path / "s")
+    ce = run(ce_cfg, store, source, progress=False)
+    setup = recipe.prepare(kl_cfg, store, source, torch.device("cpu"))
+    checkpoint = store.load_checkpoint(ce.hash)
+    assert setup.init_from == ce.hash
+    for weights in (setup.ctx.reference.state_dict(), setup.model.state_dict()):
+        assert weights.keys() == checkpoint.keys()
+        for key, value in weights.items():
+            torch.testing.assert_close(value, checkpoint[key], rtol=0, atol=0)
+    setup.model.eval()
+    batch = next(setup.data["train"].iterate(torch.Generator().manual_seed(0)))
+    grads = {}
+    for name in ("kl_reference", "ce"):
+        setup.model.zero_grad(set_to_none=True)
+        out = build_reward(name, {"beta": 1.0} if name == "kl_reference" else {}).loss(
+            setup.kind.forward(setup.model, batch), batch, setup.ctx)
+        out.loss.backward()
+        grads[name] = [p.grad.clone() for p in setup.model.parameters() if p.grad is not None]
+        if name == "kl_reference":
+            assert float(out.terms["kl"]) == 0.0
+            torch.testing.assert_close(out.loss, out.terms["ce"])
+    assert len(grads["ce"]) == len(grads["kl_reference"]) > 0
+    for kl_grad, ce_grad in zip(grads["kl_reference"], grads["ce"]):
+        torch.testing.assert_close(kl_grad, ce_grad)
