@@ -1,7 +1,7 @@
-"""From run records to the numbers a report shows: seed summaries, significance against the `ce`
-baseline and the constant-reward control, tied ranks, the cross-task leaderboard, guard metrics
-and cost. Only numbers, in DataFrames with NaN where a cell has no value; `harness.report.tables`
-formats and writes them.
+"""From run records to the numbers a report shows: seed summaries, seed-aware significance against
+the `ce` baseline and the constant-reward control, tied ranks, the cross-task leaderboard, guard
+metrics and cost. Only numbers, in DataFrames with NaN where a cell has no value;
+`harness.report.tables` formats and writes them.
 
 A cell is one task × strategy. A strategy is a reward name, with its parameters appended when
 the records hold the same reward with different parameters, so such variants are never averaged.
@@ -25,18 +25,27 @@ from rewards.constant_reward import ConstantReward
 from tasks.base import get_task
 
 BASELINE = "ce"
-CONTROL = ConstantReward.name
 ALPHA = 0.05
-MIN_SEEDS = 3
+MIN_SEEDS = 3  # fewer: a warning (spreads and intervals are unreliable)
+MIN_TEST_SEEDS = 2  # fewer on either side: no test, no star, no rank (nothing is known about seed variance)
 REPETITION_N = 2  # repetition rate over word n-grams of this order (outputs are 10-30 words long)
 NOT_STATISTICS = ("prediction", "reference")  # the other keys of a test example are its statistics
+
+
+def is_sampling(strategy: str) -> bool:
+    cls = REWARDS.get(strategy.split("[")[0])
+    return cls is not None and cls.family == "sampling"
+
+
+CONTROL = ConstantReward.name
 
 
 @dataclass
 class Analysis:
     cells: pd.DataFrame  # task, strategy, metric, status, n, n_failed, n_refused, mean, std, ci_low, ci_high, rank, why
-    test_means: pd.DataFrame  # task, strategy, metric, mean, std: every test metric of completed cells
-    comparisons: pd.DataFrame  # task, strategy, baseline, delta, ci_low, ci_high, p, p_holm, significant, seed_sd
+    test_means: pd.DataFrame  # task, strategy, metric, mean, std, n: every test metric of completed cells
+    comparisons: pd.DataFrame  # task, metric, main, strategy, baseline, n, n_baseline, delta, ci_low, ci_high, se,
+    #                            df, p, p_holm, significant, testable, seed_sd, p_run
     overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, tasks, mean_gain_points, mean_normalised_change_pct
     guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy
     cost: pd.DataFrame  # task, strategy, hardware, seconds, seconds_with_start, samples_per_second, delta, ...
@@ -61,11 +70,6 @@ def ordered(strategies: Iterable[str]) -> list[str]:
     return sorted(set(strategies), key=lambda s: (s != BASELINE, s != CONTROL, s))
 
 
-def is_sampling(strategy: str) -> bool:
-    cls = REWARDS.get(strategy.split("[")[0])
-    return cls is not None and cls.family == "sampling"
-
-
 def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) -> Analysis:
     """Every number of the report from the records of a store (any status)."""
     if not records:
@@ -83,19 +87,19 @@ def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) ->
         metrics[task] = get_task(task).main_metric
     notes: list[str] = []
     cells = _cells(records, labels, metrics, notes)
-    scores = {task: _bootstrap_scores(task, metrics[task], groups, n_resamples, seed, notes) for task in metrics}
-    means = cells.set_index(["task", "strategy"])["mean"]
-    stds = cells.set_index(["task", "strategy"])["std"]
-    comparisons = _comparisons(scores, means, stds)
-    ranks = {(task, strategy): rank for task, by_strategy in scores.items() if by_strategy
-             for strategy, rank in zip(by_strategy, _ranks(by_strategy, [means[(task, s)] for s in by_strategy]))}
+    runs = {task: _task_runs(task, metrics[task], groups, n_resamples, seed, notes) for task in sorted(metrics)}
+    comparisons = _comparisons(runs, groups, metrics)
+    ranks = {(task, strategy): rank for task in runs
+             for strategy, rank in _ranks(runs[task].get(metrics[task], {}), comparisons, task, metrics[task]).items()}
     cells["rank"] = [ranks.get(key, math.nan) for key in zip(cells["task"], cells["strategy"])]
+    _one_seed_notes(cells, notes)
     _check_cells(groups, notes)
     by_hash = {r.hash: r for r in records}
-    return Analysis(cells=cells, test_means=_test_means(groups), comparisons=comparisons,
-                    overall=_overall(cells), guards=_guards(groups), cost=_cost(groups, cells, by_hash),
-                    runs=_runs(records, labels, metrics), groups=dict(groups), metrics=metrics,
-                    n_resamples=n_resamples, seed=seed, notes=notes)
+    test_means = _test_means(groups)
+    return Analysis(cells=cells, test_means=test_means, comparisons=comparisons,
+                    overall=_overall(cells), guards=_guards(groups),
+                    cost=_cost(groups, cells, by_hash), runs=_runs(records, labels, metrics), groups=dict(groups),
+                    metrics=metrics, n_resamples=n_resamples, seed=seed, notes=notes)
 
 
 def strategy_labels(records: list[RunRecord]) -> dict[str, str]:
@@ -154,10 +158,15 @@ def _test_fingerprint(record: RunRecord) -> str:
     return hashlib.sha256(references.encode()).hexdigest()
 
 
-def _bootstrap_scores(task: str, metric: str, groups: dict[tuple[str, str], list[RunRecord]],
-                      n_resamples: int, seed: int, notes: list[str]) -> dict[str, np.ndarray]:
-    """Strategy -> [n_resamples] its main metric on each shared resample of the test set, the mean
-    over its seeds (each seed's corpus metric recomputed with the task's `aggregate`)."""
+def statistics_of(record: RunRecord) -> list[dict]:
+    """The per-example statistics of a run's test examples (what the task's `aggregate` reads)."""
+    return [{k: v for k, v in ex.items() if k not in NOT_STATISTICS} for ex in record.test_examples]
+
+
+def _task_runs(task: str, metric: str, groups: dict[tuple[str, str], list[RunRecord]], n_resamples: int,
+               seed: int, notes: list[str]) -> dict[str, dict[str, stats.Runs]]:
+    """metric -> strategy -> its runs' scores on the full test set and on each shared resample
+    (each run's corpus metric recomputed with the task's `aggregate`), for the main metric."""
     cells = {s: runs for (t, s), runs in groups.items() if t == task}
     fingerprint = {r.hash: _test_fingerprint(r) for runs in cells.values() for r in runs}
     if not fingerprint:
@@ -170,49 +179,83 @@ def _bootstrap_scores(task: str, metric: str, groups: dict[tuple[str, str], list
         return {}
     indices = stats.resample_indices(n_examples, n_resamples, seed)
     aggregate = get_task(task).aggregate
-    scores = {}
+    out: dict[str, dict[str, stats.Runs]] = defaultdict(dict)
     for strategy in ordered(cells):
         runs = cells[strategy]
         if any(fingerprint[r.hash] != common for r in runs):
             notes.append(f"{task} / {strategy}: scored on a different test set than the other strategies; "
                          "left out of the significance tests and ranks")
             continue
-        per_run = [stats.resampled_scores([{k: v for k, v in ex.items() if k not in NOT_STATISTICS}
-                                           for ex in r.test_examples], aggregate, metric, indices)
-                   for r in runs]
-        scores[strategy] = np.mean(per_run, axis=0)
-    return scores
+        out[metric][strategy] = stats.Runs([r.test[metric] for r in runs],
+                                           [stats.resampled_scores(statistics_of(r), aggregate, metric, indices)
+                                            for r in runs])
+    return dict(out)
 
 
-def _comparisons(scores: dict[str, dict[str, np.ndarray]], means: pd.Series, stds: pd.Series) -> pd.DataFrame:
-    """Each strategy against `ce`, and each sampling strategy against the constant-reward control,
-    on the same task; Holm-adjusted within each (task, baseline) family."""
+_COMPARISON_COLUMNS = ["task", "metric", "main", "strategy", "baseline", "n", "n_baseline", "delta", "ci_low",
+                       "ci_high", "se", "df", "p", "p_holm", "significant", "testable", "seed_sd", "p_run"]
+
+
+def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict[tuple[str, str], list[RunRecord]],
+                 metrics: dict[str, str]) -> pd.DataFrame:
+    """Seed-aware tests on the same task: every strategy against `ce` on the main metric, and the
+    sampling strategies against the constant-reward control. Holm-adjusted within each (task,
+    metric, baseline) family of the comparisons that can be tested (both sides with at least
+    `MIN_TEST_SEEDS` seeds)."""
     rows = []
-    for task, by_strategy in scores.items():
-        for baseline in (BASELINE, CONTROL):
-            if baseline not in by_strategy:
-                continue
-            family = [s for s in by_strategy if s != baseline and (baseline == BASELINE or is_sampling(s))]
-            tests = [stats.paired_bootstrap(by_strategy[s], by_strategy[baseline],
-                                            means[(task, s)] - means[(task, baseline)]) for s in family]
-            adjusted = stats.holm([t.p_value for t in tests]) if tests else []
-            for strategy, test, p_holm in zip(family, tests, adjusted):
-                rows.append({"task": task, "strategy": strategy, "baseline": baseline, "delta": test.delta,
-                             "ci_low": test.ci_low, "ci_high": test.ci_high, "p": test.p_value,
-                             "p_holm": float(p_holm), "significant": bool(p_holm < ALPHA),
-                             "seed_sd": math.sqrt((stds[(task, strategy)] ** 2 + stds[(task, baseline)] ** 2) / 2)})
-    columns = ["task", "strategy", "baseline", "delta", "ci_low", "ci_high", "p", "p_holm", "significant", "seed_sd"]
-    return pd.DataFrame(rows, columns=columns)
+    for task, by_metric in runs.items():
+        for metric, by_strategy in by_metric.items():
+            main = metric == metrics[task]
+            for baseline in (BASELINE, *((CONTROL,) if main else ())):
+                if baseline not in by_strategy:
+                    continue
+                family = [s for s in by_strategy if s != baseline
+                          and (baseline == BASELINE or is_sampling(s))]
+                tests = {s: stats.seed_aware_test(by_strategy[s], by_strategy[baseline]) for s in family}
+                testable = [s for s in family if not math.isnan(tests[s].p_value)]
+                adjusted = dict(zip(testable, stats.holm([tests[s].p_value for s in testable])))
+                for strategy in family:
+                    test, a, b = tests[strategy], by_strategy[strategy], by_strategy[baseline]
+                    p_holm = float(adjusted.get(strategy, math.nan))
+                    rows.append({"task": task, "metric": metric, "main": main, "strategy": strategy,
+                                 "baseline": baseline, "n": a.seeds, "n_baseline": b.seeds, "delta": test.delta,
+                                 "ci_low": test.ci_low, "ci_high": test.ci_high, "se": test.se, "df": test.df,
+                                 "p": test.p_value, "p_holm": p_holm, "significant": bool(p_holm < ALPHA),
+                                 "testable": strategy in adjusted, "seed_sd": _pooled_sd(a, b),
+                                 "p_run": test.p_run})
+    return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
 
 
-def _ranks(by_strategy: dict[str, np.ndarray], means: list[float]) -> np.ndarray:
-    """Tied ranks from pairwise paired-bootstrap p-values between every two strategies."""
-    names = list(by_strategy)
+def _pooled_sd(a: stats.Runs, b: stats.Runs) -> float:
+    """√(((k−1)s²_a + (m−1)s²_b)/(k+m−2)): the pooled seed-to-seed spread; NaN with two runs in all."""
+    dof = a.seeds + b.seeds - 2
+    squares = sum((r.seeds - 1) * float(np.var(r.scores, ddof=1)) for r in (a, b) if r.seeds > 1)
+    return math.sqrt(squares / dof) if dof > 0 else math.nan
+
+
+def _ranks(by_strategy: dict[str, stats.Runs], comparisons: pd.DataFrame, task: str, metric: str) -> dict[str, int]:
+    """Tied ranks of the strategies with at least `MIN_TEST_SEEDS` seeds, from pairwise seed-aware
+    p-values between every two of them."""
+    names = [s for s, runs in by_strategy.items() if runs.seeds >= MIN_TEST_SEEDS]
     p = np.ones((len(names), len(names)))
     for i, a in enumerate(names):
         for j, b in enumerate(names[:i]):
-            p[i, j] = p[j, i] = stats.paired_bootstrap(by_strategy[a], by_strategy[b], means[i] - means[j]).p_value
-    return stats.tied_ranks(means, p, ALPHA)
+            p[i, j] = p[j, i] = float(stats.seed_aware(by_strategy[a].scores, by_strategy[a].resampled,
+                                                       by_strategy[b].scores, by_strategy[b].resampled)["p"])
+    ranks = stats.tied_ranks([by_strategy[s].mean for s in names], p, ALPHA)
+    return {s: int(r) for s, r in zip(names, ranks)}
+
+
+def _one_seed_notes(cells: pd.DataFrame, notes: list[str]) -> None:
+    """What cannot be claimed where a cell has a single completed seed."""
+    single = cells[cells["n"] == 1]
+    if not len(single):
+        return
+    names = [f"{t} / {s}" for t, s in zip(single["task"], single["strategy"])]
+    where = "every cell" if len(single) == (cells["n"] > 0).sum() else f"{len(names)} cell(s): {', '.join(names)}"
+    notes.append(f"one seed in {where}: nothing is known there about run-to-run variance, so no significance can "
+                 "be claimed about the strategy, only about its single run (p_run in comparisons.csv: the "
+                 "test-set bootstrap, which says how that run differs, not the strategy); no star, arrow or rank")
 
 
 def normalised_change(score: float, baseline: float, top: float = 100.0) -> float:
@@ -247,13 +290,14 @@ def _overall(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _test_means(groups: dict[tuple[str, str], list[RunRecord]]) -> pd.DataFrame:
+    """Every test metric of every completed cell: mean and spread over the runs that have it."""
     rows = []
     for (task, strategy), runs in sorted(groups.items()):
-        for metric in runs[0].test:
+        for metric in dict.fromkeys(m for r in runs for m in r.test):
             values = [r.test[metric] for r in runs if metric in r.test]
             rows.append({"task": task, "strategy": strategy, "metric": metric, "mean": float(np.mean(values)),
-                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan})
-    return pd.DataFrame(rows, columns=["task", "strategy", "metric", "mean", "std"])
+                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan, "n": len(values)})
+    return pd.DataFrame(rows, columns=["task", "strategy", "metric", "mean", "std", "n"])
 
 
 def repetition_rate(text: str, n: int = REPETITION_N) -> float:

@@ -5,7 +5,9 @@
   examples (Koehn 2004, "Statistical Significance Tests for Machine Translation Evaluation"): every
   system is rescored on the *same* resamples of the test set, the corpus metric recomputed from
   per-example sufficient statistics on each resample (so BLEU and F1 are resampled as corpus
-  metrics, not as means of sentence scores).
+  metrics, not as means of sentence scores). Alone it covers test-set sampling only.
+- `Runs`, `seed_aware`, `seed_aware_test`: the test the report uses, covering both sources of
+  variance of a difference between strategies: run to run (seeds) and test-set sampling.
 - `holm`: Holm's (1979) step-down adjustment of p-values for a family of comparisons.
 - `tied_ranks`: ranks in which differences that are not significant are ties.
 """
@@ -154,10 +156,15 @@ def _sum_encoding(per_example: list[dict[str, Any]]
 
 @dataclass(frozen=True)
 class Comparison:
-    delta: float  # observed system − baseline
-    ci_low: float  # percentile bootstrap interval of the difference
+    delta: float  # observed system − baseline (difference of the seed means)
+    ci_low: float  # interval of the difference
     ci_high: float
-    p_value: float  # two-sided, unadjusted
+    p_value: float  # two-sided, unadjusted; NaN where no test is possible (a side with one seed)
+    se: float = math.nan  # standard error of delta (seed-aware test)
+    df: float = math.nan  # its Welch–Satterthwaite degrees of freedom
+    seed_var: float = math.nan  # the run-to-run part of se²
+    example_var: float = math.nan  # the test-set part of se²
+    p_run: float = math.nan  # the test-set-only paired bootstrap of the seed means: about these runs
 
 
 def paired_bootstrap(system: np.ndarray, baseline: np.ndarray, observed_delta: float,
@@ -168,11 +175,101 @@ def paired_bootstrap(system: np.ndarray, baseline: np.ndarray, observed_delta: f
     Tibshirani 1993, §16.4), so p = (1 + #{b : |δ*_b − mean(δ*)| ≥ |δ|}) / (B + 1); the +1 keeps
     the test valid with finitely many resamples (so p ≥ 1/(B+1)), as in sacreBLEU and MultEval.
     The interval is the percentile interval of δ*.
+
+    This covers test-set sampling only: what it says is about these particular runs, not about the
+    strategies that produced them (`seed_aware_test` is the test about strategies).
     """
     diffs = np.asarray(system, dtype=float) - np.asarray(baseline, dtype=float)
     low, high = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
     extreme = np.count_nonzero(np.abs(diffs - diffs.mean()) >= abs(observed_delta))
-    return Comparison(float(observed_delta), float(low), float(high), (1 + extreme) / (diffs.size + 1))
+    p = (1 + int(extreme)) / (diffs.size + 1)
+    return Comparison(float(observed_delta), float(low), float(high), p, p_run=p)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """One strategy's runs (one per seed) on one test set: each run's corpus metric on the full
+    test set, and on every shared resample of it (`resampled_scores` with the same indices for
+    every strategy of the task)."""
+    scores: np.ndarray  # [seeds]
+    resampled: np.ndarray  # [seeds, resamples]
+
+    def __post_init__(self) -> None:
+        scores, resampled = np.asarray(self.scores, dtype=float), np.asarray(self.resampled, dtype=float)
+        if scores.ndim != 1 or resampled.ndim != 2 or resampled.shape[0] != scores.size or not scores.size:
+            raise ValueError(f"Runs needs scores [seeds] and resampled [seeds, resamples]; got {scores.shape} "
+                             f"and {resampled.shape}")
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "resampled", resampled)
+
+    @property
+    def seeds(self) -> int:
+        return int(self.scores.size)
+
+    @property
+    def mean(self) -> float:
+        return float(self.scores.mean())
+
+
+def seed_aware(system_scores: np.ndarray, system_resampled: np.ndarray, baseline_scores: np.ndarray,
+               baseline_resampled: np.ndarray, confidence: float = 0.95) -> dict[str, np.ndarray]:
+    """The seed-aware paired test, on arrays with any leading axes (many comparisons at once):
+    scores [..., k] and resampled [..., k, B] of the system, [..., m] and [..., m, B] of the baseline.
+
+    Δ = mean of the system's k seed scores − mean of the baseline's m. Its variance has two
+    sources, estimated separately and added:
+    - run to run (seeds): s²_sys/k + s²_base/m, the sample variances of the runs' corpus metrics on
+      the test set, as in Welch's t-test (Welch 1947); this also holds the part of each run's
+      example-level noise that differs between seeds;
+    - test-set sampling: the paired bootstrap variance over test examples (Koehn 2004) of the
+      difference of the seed-averaged resampled scores, less the run-noise part that the first
+      source already counts: for each side, Σ_r var*(S_r − S̄)/(k(k−1)), the bootstrap variance of
+      its runs' deviations from their mean (a method-of-moments variance-components split of the
+      crossed seeds × examples design, as in a one-way random-effects ANOVA), floored at zero.
+    t = Δ/se is referred to Student's t with Welch–Satterthwaite degrees of freedom (Satterthwaite
+    1946), the test-set part counted as known (it is estimated from thousands of examples); p is
+    two-sided and the interval Δ ± t_{df}·se, so the interval excludes 0 exactly when p < 1 − c.
+    With fewer than two seeds on either side the run-to-run variance cannot be estimated: every
+    output but Δ is NaN.
+
+    Why not resample seeds: with 3 seeds a bootstrap over seeds sees only 10 distinct sets and
+    underestimates their variance by (k−1)/k; simulated on null grids it rejects well above the
+    nominal rate when run-to-run variance is a shift of the whole run (tests/test_stats.py).
+    """
+    a, b = np.asarray(system_scores, dtype=float), np.asarray(baseline_scores, dtype=float)
+    ra, rb = np.asarray(system_resampled, dtype=float), np.asarray(baseline_resampled, dtype=float)
+    k, m = a.shape[-1], b.shape[-1]
+    delta = a.mean(-1) - b.mean(-1)
+    shape = np.shape(delta)
+    if k < 2 or m < 2:
+        nan = np.full(shape, math.nan)
+        return {"delta": delta, "ci_low": nan, "ci_high": nan, "p": nan, "se": nan, "df": nan,
+                "seed_var": nan, "example_var": nan}
+    var_a, var_b = a.var(-1, ddof=1) / k, b.var(-1, ddof=1) / m
+    mean_a, mean_b = ra.mean(-2), rb.mean(-2)
+    within_a = (ra - mean_a[..., None, :]).var(-1, ddof=1).sum(-1) / (k * (k - 1))
+    within_b = (rb - mean_b[..., None, :]).var(-1, ddof=1).sum(-1) / (m * (m - 1))
+    example_var = np.maximum(0.0, (mean_a - mean_b).var(-1, ddof=1) - within_a - within_b)
+    variance = var_a + var_b + example_var
+    se = np.sqrt(variance)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        denominator = var_a ** 2 / (k - 1) + var_b ** 2 / (m - 1)
+        df = np.where(denominator > 0, variance ** 2 / np.where(denominator > 0, denominator, 1.0), np.inf)
+        t = np.where(se > 0, np.abs(delta) / np.where(se > 0, se, 1.0), np.where(delta == 0, 0.0, np.inf))
+    p = 2 * scipy.stats.t.sf(t, df)
+    half = scipy.stats.t.ppf((1 + confidence) / 2, df) * se
+    return {"delta": delta, "ci_low": delta - half, "ci_high": delta + half, "p": np.minimum(1.0, p), "se": se,
+            "df": df, "seed_var": var_a + var_b, "example_var": example_var}
+
+
+def seed_aware_test(system: Runs, baseline: Runs, confidence: float = 0.95) -> Comparison:
+    """`seed_aware` for one pair of strategies, with the test-set-only p-value of
+    their seed means beside it (`p_run`, what can be said with one seed: about those runs)."""
+    out = {key: float(value) for key, value in
+           seed_aware(system.scores, system.resampled, baseline.scores, baseline.resampled, confidence).items()}
+    run_only = paired_bootstrap(system.resampled.mean(0), baseline.resampled.mean(0), out["delta"], confidence)
+    return Comparison(out["delta"], out["ci_low"], out["ci_high"], out["p"], se=out["se"], df=out["df"],
+                      seed_var=out["seed_var"], example_var=out["example_var"], p_run=run_only.p_value)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

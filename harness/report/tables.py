@@ -4,9 +4,10 @@ and JSON), with its file stem, title and legend. Which files they are written to
 formats, is `harness.report.writers`.
 
 Tables: summary (task × strategy: main test metric, mean ± std over seeds), overall (the cross-task
-leaderboard: mean tied rank, mean gain over ce, per-task cells), leaderboard_<task> (ranks, CIs,
-Δ vs ce and vs the constant-reward control with bootstrap CIs and Holm p-values, guard metrics,
-cost, all metrics), guards, cost and not_completed. Refused and failed cells say so, never 0.
+leaderboard: mean tied rank, mean gain over ce, per-task cells), leaderboard_<task> (ranks, CIs, Δ
+vs ce and vs the constant-reward control with seed-aware CIs and Holm p-values, seed spread, guard
+metrics, cost, all metrics), guards, cost and not_completed. Refused and failed cells say so, never
+0.
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.analysis import ALPHA, BASELINE, CONTROL, MIN_SEEDS, REPETITION_N, Analysis, status_words
+from harness.report.analysis import (ALPHA, BASELINE, CONTROL, MIN_SEEDS, MIN_TEST_SEEDS,
+                                     REPETITION_N, Analysis, status_words)
 
 FEW_SEEDS = "†"
 MISSING = "—"
+NO_TEST = "no test (1 seed)"
 _GUARD_COLUMNS = {"mean_length": "length", "repetition": f"rep-{REPETITION_N}", "empty_share": "empty %",
                   "kl": "KL", "entropy": "entropy"}
 
@@ -42,9 +45,11 @@ def num(x: Any, digits: int = 2, signed: bool = False) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _comparison(a: Analysis, task: str, strategy: str, baseline: str) -> pd.Series | None:
-    rows = a.comparisons[(a.comparisons["task"] == task) & (a.comparisons["strategy"] == strategy)
-                         & (a.comparisons["baseline"] == baseline)]
+def _comparison(a: Analysis, task: str, strategy: str, baseline: str, metric: str | None = None) -> pd.Series | None:
+    """The comparison of `strategy` with `baseline` on the task's main metric (or on `metric`)."""
+    c = a.comparisons
+    rows = c[(c["task"] == task) & (c["strategy"] == strategy) & (c["baseline"] == baseline)
+             & (c["metric"] == (metric or a.metrics[task]))]
     return rows.iloc[0] if len(rows) else None
 
 
@@ -65,12 +70,20 @@ def score(cell: pd.Series, with_n: bool = True) -> str:
 
 
 def _delta(c: pd.Series | None) -> str:
-    return MISSING if c is None else f"{num(c['delta'], signed=True)} [{num(c['ci_low'], signed=True)}, " \
-                                     f"{num(c['ci_high'], signed=True)}]"
+    """'+1.23 [+0.40, +2.06]'; only Δ where no test is possible (one seed)."""
+    if c is None:
+        return MISSING
+    if not c["testable"]:
+        return num(c["delta"], signed=True)
+    return f"{num(c['delta'], signed=True)} [{num(c['ci_low'], signed=True)}, {num(c['ci_high'], signed=True)}]"
 
 
 def _p(c: pd.Series | None) -> str:
-    return MISSING if c is None else f"{c['p_holm']:.3f}{' *' if c['significant'] else ''}"
+    if c is None:
+        return MISSING
+    if not c["testable"]:
+        return NO_TEST
+    return f"{c['p_holm']:.3f}{' *' if c['significant'] else ''}"
 
 
 def _drop_empty(frame: pd.DataFrame, keep: int = 2) -> pd.DataFrame:
@@ -88,8 +101,8 @@ def summary_table(a: Analysis) -> Table:
             score(cell) + _arrow(a, cell["task"], cell["strategy"])
     return Table("summary", "Test scores: mean ± std over seeds (n seeds)", display.fillna("not run"),
                  a.cells, index=True, legend=f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds; ↑/↓ significantly "
-                 f"above/below ce (paired bootstrap, Holm-adjusted p < {ALPHA}); refused/failed: no run of the cell "
-                 "completed; not run: no record.")
+                 f"above/below ce (seed-aware test, Holm-adjusted p < {ALPHA}; none with one seed); refused/failed: no "
+                 "run of the cell completed; not run: no record.")
 
 
 def _guard(key: str, value: float) -> str:
@@ -108,7 +121,7 @@ def _seeds_text(cell: pd.Series) -> str:
 
 def leaderboard(a: Analysis, task: str) -> Table:
     """One task's strategies by tied rank: score and spread, CI, differences to ce and to the
-    control, guard metrics, cost and the other test metrics."""
+    control, seed spread, guard metrics, cost and the other test metrics."""
     metric = a.metrics[task]
     cells = a.cells[a.cells["task"] == task].set_index("strategy")
     guards = a.guards[a.guards["task"] == task].set_index("strategy")
@@ -136,8 +149,9 @@ def leaderboard(a: Analysis, task: str) -> Table:
         numbers = {"strategy": strategy, **cell.drop("task").to_dict()}
         for baseline, c in vs.items():
             if c is not None:
-                numbers.update({f"{k}_vs_{baseline}": c[k] for k in ("delta", "ci_low", "ci_high", "p", "p_holm",
-                                                                     "significant", "seed_sd")})
+                numbers.update({f"{k}_vs_{baseline}": c[k] for k in ("delta", "ci_low", "ci_high", "se", "df", "p",
+                                                                     "p_holm", "significant", "testable", "seed_sd",
+                                                                     "p_run")})
         for key, label in _GUARD_COLUMNS.items():
             row[label] = _guard(key, guards.loc[strategy, key]) if strategy in guards.index else MISSING
         row["device-s"] = num(cost.loc[strategy, "seconds"], 0) if strategy in cost.index else MISSING
@@ -153,13 +167,15 @@ def leaderboard(a: Analysis, task: str) -> Table:
                 numbers[f"test.{m}"] = means.loc[strategy, m]
         display.append(row)
         data.append(numbers)
+    legend = ("Equal ranks: not significantly below the best strategy of the group (its comparisons "
+              "Holm-adjusted together), so two members may still differ from each other, e.g. one may be "
+              f"significantly below ce in the Δ column. * Holm-adjusted p < {ALPHA} by the seed-aware test "
+              f"(run-to-run and test-set variance); {NO_TEST}: with one seed no significance can be claimed about "
+              "the strategy, only about its run. "
+              "seed sd: the pooled seed-to-seed standard deviation of the two strategies. "
+              f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds.")
     return Table(f"leaderboard_{task}", f"Leaderboard: {task} (ranked by test {metric})",
-                 _drop_empty(pd.DataFrame(display)), pd.DataFrame(data),
-                 legend=f"Equal ranks: not significantly below the best strategy of the group (its comparisons "
-                        f"Holm-adjusted together), so two members may still differ from each other, e.g. "
-                        f"one may be significantly below ce in the Δ column. * Holm-adjusted p < {ALPHA}. "
-                        f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds. seed sd: the seed-to-seed spread to weigh "
-                        f"Δ against.")
+                 _drop_empty(pd.DataFrame(display)), pd.DataFrame(data), legend=legend)
 
 
 def _interval(cell: pd.Series) -> str:

@@ -41,7 +41,7 @@ import yaml
 from tabulate import tabulate
 
 from harness.report import ReportError, page as html
-from harness.report.analysis import ALPHA, Analysis, analyse
+from harness.report.analysis import ALPHA, MIN_TEST_SEEDS, Analysis, analyse
 from harness.report.manifest import grid, manifest
 from harness.report.tables import FEW_SEEDS, MISSING, Table, leaderboard, methods, overall_table, tables
 from harness.store import Store
@@ -326,7 +326,9 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
         raise ReportError(f"no run records in {store.root}: run `python -m harness run --grid` first")
     a = analyse(records, n_resamples=n_resamples, seed=seed)
     statistics = {"resamples": n_resamples, "bootstrap_seed": seed, "alpha": ALPHA, "confidence": 0.95,
-                  "multiple_comparisons": "Holm, per task and baseline"}
+                  "test": "seed-aware: Welch-Satterthwaite t on seed variance plus test-set bootstrap variance",
+                  "multiple_comparisons": "Holm, per task, metric and baseline; ranks: Holm over the other pairs",
+                  "min_seeds_for_a_test": MIN_TEST_SEEDS}
     if command is None:
         chosen = "" if formats is None else f" --format {','.join(n for n in names if n != 'manifest')}"
         command = f"python -m harness report --store {store.root} --out {out} --resamples {n_resamples}{chosen}"
