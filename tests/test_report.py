@@ -372,7 +372,7 @@ def test_html_page_in_headless_chromium(browser: str, report: tuple[Path, dict[s
     assert "<title>c,a,b,d|a,c,b,d</title>" in _dump_dom(browser, page)
 
 
-# ---- seed-aware significance on its own small store ------------------------------------------------
+# ---- seed-aware significance and ranks on their own small stores -----------------------------------
 
 def _board(a: Any, task: str) -> pd.DataFrame:
     from harness.report.tables import leaderboard
@@ -401,3 +401,25 @@ def test_one_seed_claims_nothing_about_the_strategy() -> None:
                                                                  for s in (1, 2, 3)], n_resamples=100)
     assert not lone_ce.comparisons["testable"].any()
     assert "no test (1 seed)" in _board(lone_ce, "sentiment").loc["reinforce", "p (Holm)"]
+
+
+def test_a_strategy_significantly_below_ce_never_shares_its_rank() -> None:
+    """Strategies from as good as ce to much worse, 3 seeds each, on two tasks: every one the
+    leaderboard shows as significantly below ce (its Δ and Holm p) is ranked below ce, and ce holds
+    rank 1 alone with strategies it does not differ from."""
+    errors = {"ce": 0.1, "focal": 0.11, "dice": 0.14, "soft_f1": 0.18, "entropy": 0.25, "confidence": 0.45}
+    records = [completed(task, name, s, e) for task in ("ner", "sentiment") for name, e in errors.items()
+               for s in (1, 2, 3)]
+    a = analyse(records, n_resamples=300)
+    ranks = a.cells.set_index(["task", "strategy"])["rank"]
+    below = a.comparisons[a.comparisons["main"] & (a.comparisons["baseline"] == "ce") & a.comparisons["significant"]
+                          & (a.comparisons["delta"] < 0)]
+    assert len(below) >= 2  # the check is not vacuous
+    for task in ("ner", "sentiment"):
+        assert ranks[(task, "ce")] == 1
+        board = _board(a, task)
+        for strategy in below[below["task"] == task]["strategy"]:
+            assert ranks[(task, strategy)] > ranks[(task, "ce")]
+            assert board.loc[strategy, "p (Holm)"].endswith("*") and board.loc[strategy, "rank"] != "1"
+        tied = [s for s in errors if s != "ce" and ranks[(task, s)] == 1]
+        assert all(s not in set(below["strategy"][below["task"] == task]) for s in tied)

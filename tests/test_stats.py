@@ -1,7 +1,8 @@
 """The report's statistics against known values and by simulation: the t interval against scipy, Holm
 against a textbook example, the paired bootstrap against a plain numpy loop on a fixed seed,
 resampled corpus metrics against the task scorers rerun from scratch on each
-resample, the seed-aware test's size on simulated null grids, and tied ranks."""
+resample, the seed-aware test's size on simulated null grids, and tied ranks consistent with the
+pairwise tests."""
 from __future__ import annotations
 
 import math
@@ -114,32 +115,49 @@ def test_resampled_scores_of_degenerate_classifiers(error: float) -> None:
         np.testing.assert_allclose(got, expected, atol=1e-9)
 
 
+def _significant(n: int, *pairs: tuple[int, int]) -> np.ndarray:
+    sig = np.zeros((n, n), dtype=bool)
+    for i, j in pairs:
+        sig[i, j] = sig[j, i] = True
+    return sig
+
+
 def test_tied_ranks_tie_what_is_not_significant() -> None:
     means = [90.0, 89.9, 85.0, 84.9]
-    p = np.ones((4, 4))
-    p[0, 2] = p[2, 0] = p[0, 3] = p[3, 0] = 0.001  # the leader beats 2 and 3; 0 vs 1 and 2 vs 3 do not differ
-    assert stats.tied_ranks(means, p).tolist() == [1, 1, 3, 3]
-    assert stats.tied_ranks(means, np.ones((4, 4))).tolist() == [1, 1, 1, 1]
-    everything = np.full((4, 4), 0.001)
+    # the leader beats 2 and 3; 0 vs 1 and 2 vs 3 do not differ
+    assert stats.tied_ranks(means, _significant(4, (0, 2), (0, 3))).tolist() == [1, 1, 3, 3]
+    assert stats.tied_ranks(means, _significant(4)).tolist() == [1, 1, 1, 1]
+    everything = _significant(4, *[(i, j) for i in range(4) for j in range(i)])
     assert stats.tied_ranks(means, everything).tolist() == [1, 2, 3, 4]
+
+
+def test_tied_ranks_never_tie_a_significant_pair() -> None:
+    """Today's failure: the leader (ce) does not differ from the runner-up, the runner-up does not
+    differ from a third, but the third is significantly below the leader: it must not share rank 1."""
+    means = [80.0, 79.0, 78.0]  # ce, a, reinforce
+    ranks = stats.tied_ranks(means, _significant(3, (0, 2)))
+    assert ranks.tolist() == [1, 1, 3]
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # any means and any pattern of significant pairs
+        n = int(rng.integers(2, 8))
+        means = rng.normal(size=n)
+        upper = np.triu(rng.random((n, n)) < 0.3, 1)
+        sig = upper | upper.T
+        ranks = stats.tied_ranks(means, sig)
+        for i in range(n):
+            for j in range(n):
+                if sig[i, j]:
+                    assert ranks[i] != ranks[j]
+                if means[i] > means[j]:
+                    assert ranks[i] <= ranks[j]  # ranks never contradict the means
 
 
 def test_tied_ranks_follow_the_order_of_the_means() -> None:
     """A significantly worse strategy closes the leader's group even if a lower one is not
     significantly worse (its interval is wider): ranks never contradict the means."""
     means = [80.0, 90.0, 70.0]
-    p = np.ones((3, 3))
-    p[1, 0] = p[0, 1] = 0.001  # 90 vs 80 significant, 90 vs 70 not
-    assert stats.tied_ranks(means, p).tolist() == [2, 1, 2]
+    assert stats.tied_ranks(means, _significant(3, (0, 1))).tolist() == [2, 1, 2]
 
-
-def test_holm_inside_tied_ranks() -> None:
-    """Raw p = 0.03 and 0.04 against the leader: Holm makes them 0.06 and 0.06, so all tie."""
-    means = [3.0, 2.0, 1.0]
-    p = np.ones((3, 3))
-    p[0, 1] = p[1, 0] = 0.03
-    p[0, 2] = p[2, 0] = 0.04
-    assert stats.tied_ranks(means, p).tolist() == [1, 1, 1]
 
 # ---- the seed-aware test by simulation -------------------------------------------------------------
 

@@ -234,15 +234,26 @@ def _pooled_sd(a: stats.Runs, b: stats.Runs) -> float:
 
 
 def _ranks(by_strategy: dict[str, stats.Runs], comparisons: pd.DataFrame, task: str, metric: str) -> dict[str, int]:
-    """Tied ranks of the strategies with at least `MIN_TEST_SEEDS` seeds, from pairwise seed-aware
-    p-values between every two of them."""
+    """Tied ranks of the strategies with at least `MIN_TEST_SEEDS` seeds (`stats.tied_ranks`). A pair
+    with a comparison shown in the leaderboard (against ce or a control) is decided by that
+    comparison; every other pair by the same seed-aware test, Holm-adjusted over those pairs."""
     names = [s for s, runs in by_strategy.items() if runs.seeds >= MIN_TEST_SEEDS]
-    p = np.ones((len(names), len(names)))
-    for i, a in enumerate(names):
-        for j, b in enumerate(names[:i]):
-            p[i, j] = p[j, i] = float(stats.seed_aware(by_strategy[a].scores, by_strategy[a].resampled,
-                                                       by_strategy[b].scores, by_strategy[b].resampled)["p"])
-    ranks = stats.tied_ranks([by_strategy[s].mean for s in names], p, ALPHA)
+    index = {s: i for i, s in enumerate(names)}
+    significant = np.zeros((len(names), len(names)), dtype=bool)
+    decided = set()
+    shown = comparisons[(comparisons["task"] == task) & (comparisons["metric"] == metric) & comparisons["testable"]]
+    for row in shown.itertuples():
+        if row.strategy in index and row.baseline in index:
+            i, j = index[row.strategy], index[row.baseline]
+            significant[i, j] = significant[j, i] = row.significant
+            decided.add(frozenset((i, j)))
+    others = [(i, j) for i in range(len(names)) for j in range(i) if frozenset((i, j)) not in decided]
+    p = [float(stats.seed_aware(by_strategy[names[i]].scores, by_strategy[names[i]].resampled,
+                                by_strategy[names[j]].scores, by_strategy[names[j]].resampled)["p"])
+         for i, j in others]
+    for (i, j), q in zip(others, stats.holm(p) if p else []):
+        significant[i, j] = significant[j, i] = q < ALPHA
+    ranks = stats.tied_ranks([by_strategy[s].mean for s in names], significant)
     return {s: int(r) for s, r in zip(names, ranks)}
 
 

@@ -9,7 +9,7 @@
 - `Runs`, `seed_aware`, `seed_aware_test`: the test the report uses, covering both sources of
   variance of a difference between strategies: run to run (seeds) and test-set sampling.
 - `holm`: Holm's (1979) step-down adjustment of p-values for a family of comparisons.
-- `tied_ranks`: ranks in which differences that are not significant are ties.
+- `tied_ranks`: ranks in which systems share a rank only when no two of them differ significantly.
 """
 from __future__ import annotations
 
@@ -285,24 +285,24 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def tied_ranks(means: Sequence[float], p_values: np.ndarray, alpha: float = 0.05) -> np.ndarray:
-    """Competition ranks (1, 1, 3, ...) in which systems not significantly below a leader tie with it.
+def tied_ranks(means: Sequence[float], significant: np.ndarray) -> np.ndarray:
+    """Competition ranks (1, 1, 3, ...) consistent with the pairwise tests.
 
-    Systems are sorted by mean, best first. The best unranked system leads a group; its p-values
-    against every system below it are Holm-adjusted together, and the systems after it, in order,
-    join its group until the first one that is significantly worse (adjusted p < α). The group
-    shares the next rank; the first system left out leads the next group. Ranks therefore never
-    contradict the order of the means. `p_values[i, j]` is the two-sided p-value of i vs j.
+    Systems are sorted by mean, best first. Each joins the rank of the system above it unless it is
+    significantly different from (below) some system already holding that rank; then it starts the
+    next rank, its position in the order. So two systems that share a rank never differ
+    significantly, a system significantly below another is ranked below it, and ranks never
+    contradict the order of the means. `significant[i, j]` (symmetric) says whether i and j differ
+    significantly by whichever test the caller decides that pair with.
     """
+    sig = np.asarray(significant, dtype=bool)
     order = [int(i) for i in np.argsort(-np.asarray(means, dtype=float), kind="stable")]
     ranks = np.zeros(len(order), dtype=int)
-    position = 1
-    while order:
-        leader, rest = order[0], order[1:]
-        adjusted = holm([p_values[leader, j] for j in rest]) if rest else np.array([])
-        significant = [q < alpha for q in adjusted]
-        size = 1 + (significant.index(True) if True in significant else len(rest))
-        ranks[order[:size]] = position
-        position += size
-        order = order[size:]
+    group: list[int] = []
+    for position, i in enumerate(order, start=1):
+        if not group or any(sig[i, j] or sig[j, i] for j in group):
+            group = []
+            rank = position
+        group.append(i)
+        ranks[i] = rank
     return ranks

@@ -1,7 +1,7 @@
 """The tables of `harness report` and `harness leaderboard`, computed from an `Analysis`: each one a
 display frame of formatted text (for Markdown, LaTeX and HTML) and a data frame of numbers (for CSV
-and JSON), with its file stem, title and legend. Which files they are written to, and in which
-formats, is `harness.report.writers`.
+and JSON), with its file stem, title, the rule it is ranked by (shown above it) and legend (below).
+Which files they are written to, and in which formats, is `harness.report.writers`.
 
 Tables: summary (task × strategy: main test metric, mean ± std over seeds), overall (the cross-task
 leaderboard: mean tied rank, mean gain over ce, per-task cells), leaderboard_<task> (ranks, CIs, Δ
@@ -25,6 +25,10 @@ MISSING = "—"
 NO_TEST = "no test (1 seed)"
 _GUARD_COLUMNS = {"mean_length": "length", "repetition": f"rep-{REPETITION_N}", "empty_share": "empty %",
                   "kl": "KL", "entropy": "entropy"}
+RANK_RULE = ("Ranks follow the means, and a strategy shares the rank of the one above it unless it is significantly "
+             "below a strategy holding that rank (pairs with ce or a control by the p-values shown, all other pairs "
+             "by the same seed-aware test Holm-adjusted over them), so strategies sharing a rank never differ "
+             f"significantly; cells with fewer than {MIN_TEST_SEEDS} seeds are not ranked.")
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Table:
     data: pd.DataFrame  # numbers, for CSV and JSON
     index: bool = False  # whether the display frame's index is a column
     legend: str = ""  # how to read the table, shown under it
+    rule: str = ""  # how the table is ranked, one sentence shown above it
 
 
 # ---- formatting ---------------------------------------------------------------------------
@@ -167,15 +172,13 @@ def leaderboard(a: Analysis, task: str) -> Table:
                 numbers[f"test.{m}"] = means.loc[strategy, m]
         display.append(row)
         data.append(numbers)
-    legend = ("Equal ranks: not significantly below the best strategy of the group (its comparisons "
-              "Holm-adjusted together), so two members may still differ from each other, e.g. one may be "
-              f"significantly below ce in the Δ column. * Holm-adjusted p < {ALPHA} by the seed-aware test "
-              f"(run-to-run and test-set variance); {NO_TEST}: with one seed no significance can be claimed about "
-              "the strategy, only about its run. "
+    legend = (f"* Holm-adjusted p < {ALPHA} by the seed-aware test (run-to-run and test-set variance); "
+              f"{NO_TEST}: with one seed no significance can be claimed about the strategy, only about its run. "
               "seed sd: the pooled seed-to-seed standard deviation of the two strategies. "
               f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds.")
     return Table(f"leaderboard_{task}", f"Leaderboard: {task} (ranked by test {metric})",
-                 _drop_empty(pd.DataFrame(display)), pd.DataFrame(data), legend=legend)
+                 _drop_empty(pd.DataFrame(display)),
+                 pd.DataFrame(data), legend=legend, rule=RANK_RULE)
 
 
 def _interval(cell: pd.Series) -> str:
