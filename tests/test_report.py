@@ -148,10 +148,12 @@ def test_significance_ranks_and_ties(report: tuple[Path, dict[str, Any]]) -> Non
         assert all(c["p_holm"] >= c["p"] for c in family)
     overall = {row["strategy"]: row for row in payload["overall"]}
     assert payload["overall"][0]["strategy"] == "reinforce" and overall["reinforce"]["mean_rank"] == 1
-    assert overall["label_smoothing"]["mean_gain_points"] == 0
-    assert overall["label_smoothing"]["mean_normalised_change_pct"] == 0
-    assert overall["reinforce"]["mean_gain_points"] > 0 and 0 < overall["reinforce"]["mean_normalised_change_pct"] <= 100
-    assert overall["dice"]["tasks_ranked"] == 2 and overall["mrt"]["mean_rank"] is None
+    assert (overall["reinforce"]["wins"], overall["reinforce"]["losses"]) == (3, 0)
+    assert overall["reinforce"]["mean_effect"] > 0
+    assert (overall["label_smoothing"]["wins"], overall["label_smoothing"]["ties"]) == (0, 3)
+    assert overall["label_smoothing"]["mean_effect"] == 0
+    assert overall["dice"]["tasks_ranked"] == 2 and overall["dice"]["tasks_tested"] == 2
+    assert overall["mrt"]["mean_rank"] is None
 
 
 def test_fewer_than_three_seeds_are_flagged(report: tuple[Path, dict[str, Any]]) -> None:

@@ -45,8 +45,9 @@ class Analysis:
     cells: pd.DataFrame  # task, strategy, metric, status, n, n_failed, n_refused, mean, std, ci_low, ci_high, rank, why
     test_means: pd.DataFrame  # task, strategy, metric, mean, std, n: every test metric of completed cells
     comparisons: pd.DataFrame  # task, metric, main, strategy, baseline, n, n_baseline, delta, ci_low, ci_high, se,
-    #                            df, p, p_holm, significant, testable, seed_sd, p_run
-    overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, tasks, mean_gain_points, mean_normalised_change_pct
+    #                            df, p, p_holm, significant, testable, effect, seed_sd, p_run
+    overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, tasks_scored, wins, ties, losses, tasks_tested,
+    #                        mean_effect, tasks_effect
     guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy
     cost: pd.DataFrame  # task, strategy, hardware, seconds, seconds_with_start, samples_per_second, delta, ...
     runs: pd.DataFrame  # one row per record: task, strategy, seed, status, hash, score, seconds, why
@@ -97,7 +98,7 @@ def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) ->
     by_hash = {r.hash: r for r in records}
     test_means = _test_means(groups)
     return Analysis(cells=cells, test_means=test_means, comparisons=comparisons,
-                    overall=_overall(cells), guards=_guards(groups),
+                    overall=_overall(cells, comparisons), guards=_guards(groups),
                     cost=_cost(groups, cells, by_hash), runs=_runs(records, labels, metrics), groups=dict(groups),
                     metrics=metrics, n_resamples=n_resamples, seed=seed, notes=notes)
 
@@ -193,7 +194,7 @@ def _task_runs(task: str, metric: str, groups: dict[tuple[str, str], list[RunRec
 
 
 _COMPARISON_COLUMNS = ["task", "metric", "main", "strategy", "baseline", "n", "n_baseline", "delta", "ci_low",
-                       "ci_high", "se", "df", "p", "p_holm", "significant", "testable", "seed_sd", "p_run"]
+                       "ci_high", "se", "df", "p", "p_holm", "significant", "testable", "effect", "seed_sd", "p_run"]
 
 
 def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict[tuple[str, str], list[RunRecord]],
@@ -221,13 +222,13 @@ def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict
                                  "baseline": baseline, "n": a.seeds, "n_baseline": b.seeds, "delta": test.delta,
                                  "ci_low": test.ci_low, "ci_high": test.ci_high, "se": test.se, "df": test.df,
                                  "p": test.p_value, "p_holm": p_holm, "significant": bool(p_holm < ALPHA),
-                                 "testable": strategy in adjusted, "seed_sd": _pooled_sd(a, b),
+                                 "testable": strategy in adjusted, "effect": test.effect, "seed_sd": _pooled_sd(a, b),
                                  "p_run": test.p_run})
     return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
 
 
 def _pooled_sd(a: stats.Runs, b: stats.Runs) -> float:
-    """√(((k−1)s²_a + (m−1)s²_b)/(k+m−2)): the pooled seed-to-seed spread; NaN with two runs in all."""
+    """√(((k−1)s²_a + (m−1)s²_b)/(k+m−2)): the seed-to-seed spread g divides by; NaN with two runs in all."""
     dof = a.seeds + b.seeds - 2
     squares = sum((r.seeds - 1) * float(np.var(r.scores, ddof=1)) for r in (a, b) if r.seeds > 1)
     return math.sqrt(squares / dof) if dof > 0 else math.nan
@@ -269,35 +270,33 @@ def _one_seed_notes(cells: pd.DataFrame, notes: list[str]) -> None:
                  "test-set bootstrap, which says how that run differs, not the strategy); no star, arrow or rank")
 
 
-def normalised_change(score: float, baseline: float, top: float = 100.0) -> float:
-    """Marx & Cummings (2007) normalised change, in %: a gain as the share of `ce`'s headroom it
-    closes, (s − b)/(top − b); a loss as the share of `ce`'s score it gives up, (s − b)/b; 0 when equal.
-    Bounded in [−100, 100] and defined when `ce` scores 0 or `top`, unlike a gain relative to b."""
-    if score == baseline:
-        return 0.0
-    return 100 * (score - baseline) / ((top - baseline) if score > baseline else baseline)
-
-
-def _overall(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy: mean tied rank over the tasks it is ranked on; over the tasks with a `ce` cell,
-    the mean gain over `ce` in metric points (every main metric is on a 0-100 scale) and the mean
-    normalised change (`normalised_change`), which weighs a point near the ceiling more."""
-    baseline = cells[cells["strategy"] == BASELINE].set_index("task")["mean"]
+def _overall(cells: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy, across tasks: the mean tied rank over the tasks it is ranked on; wins, ties and losses against `ce` by the seed-aware
+    test; and the mean standardised effect against `ce` (Hedges' g over seeds) over the tasks where
+    it is defined. Rank, counts and g are scale-free, and under the null g and wins − losses are
+    centred on zero whatever a strategy's noise."""
+    ranked = cells.dropna(subset=["rank"])
+    tasks = sorted(ranked["task"].unique())
+    rank = ranked.set_index(["task", "strategy"])["rank"]
+    vs_ce = comparisons[comparisons["main"] & (comparisons["baseline"] == BASELINE) & comparisons["testable"]]
     rows = []
-    for strategy, group in cells.groupby("strategy"):
-        ranked = group.dropna(subset=["rank"])
-        pairs = [(row["mean"], baseline[row["task"]]) for _, row in group.iterrows()
-                 if row["task"] in baseline.index and not math.isnan(row["mean"])
-                 and not math.isnan(baseline[row["task"]])]
-        rows.append({"strategy": strategy, "mean_rank": ranked["rank"].mean() if len(ranked) else math.nan,
-                     "tasks_ranked": len(ranked), "tasks": group["task"].nunique(),
-                     "mean_gain_points": float(np.mean([s - b for s, b in pairs])) if pairs else math.nan,
-                     "mean_normalised_change_pct":
-                         float(np.mean([normalised_change(s, b) for s, b in pairs])) if pairs else math.nan})
-    overall = pd.DataFrame(rows, columns=["strategy", "mean_rank", "tasks_ranked", "tasks", "mean_gain_points",
-                                          "mean_normalised_change_pct"])
-    return overall.sort_values(["mean_rank", "mean_normalised_change_pct"], ascending=[True, False],
-                               na_position="last", ignore_index=True)
+    for strategy in ordered(cells["strategy"]):
+        ranks = [rank[(task, strategy)] for task in tasks if (task, strategy) in rank.index]
+        own = vs_ce[vs_ce["strategy"] == strategy]
+        wins = int((own["significant"] & (own["delta"] > 0)).sum())
+        losses = int((own["significant"] & (own["delta"] < 0)).sum())
+        effects = own["effect"].dropna()
+        rows.append({"strategy": strategy, "mean_rank": float(np.mean(ranks)) if ranks else math.nan,
+                     "tasks_ranked": sum((task, strategy) in rank.index for task in tasks), "tasks_scored": len(tasks),
+                     "wins": wins, "ties": len(own) - wins - losses, "losses": losses, "tasks_tested": len(own),
+                     "mean_effect": float(effects.mean()) if len(effects) else math.nan, "tasks_effect": len(effects)})
+    columns = ["strategy", "mean_rank", "tasks_ranked", "tasks_scored", "wins", "ties", "losses", "tasks_tested",
+               "mean_effect", "tasks_effect"]
+    overall = pd.DataFrame(rows, columns=columns)
+    overall["_net"] = overall["wins"] - overall["losses"]
+    overall = overall.sort_values(["mean_rank", "_net", "mean_effect"], ascending=[True, False, False],
+                                  na_position="last", kind="stable", ignore_index=True)
+    return overall.drop(columns="_net")
 
 
 def _test_means(groups: dict[tuple[str, str], list[RunRecord]]) -> pd.DataFrame:

@@ -8,6 +8,7 @@
   metrics, not as means of sentence scores). Alone it covers test-set sampling only.
 - `Runs`, `seed_aware`, `seed_aware_test`: the test the report uses, covering both sources of
   variance of a difference between strategies: run to run (seeds) and test-set sampling.
+- `standardised_effect`: Hedges' g over seeds, the scale-free effect the overall table averages.
 - `holm`: Holm's (1979) step-down adjustment of p-values for a family of comparisons.
 - `tied_ranks`: ranks in which systems share a rank only when no two of them differ significantly.
 """
@@ -164,6 +165,7 @@ class Comparison:
     df: float = math.nan  # its Welch–Satterthwaite degrees of freedom
     seed_var: float = math.nan  # the run-to-run part of se²
     example_var: float = math.nan  # the test-set part of se²
+    effect: float = math.nan  # standardised effect (Hedges' g over seeds)
     p_run: float = math.nan  # the test-set-only paired bootstrap of the seed means: about these runs
 
 
@@ -262,14 +264,35 @@ def seed_aware(system_scores: np.ndarray, system_resampled: np.ndarray, baseline
             "df": df, "seed_var": var_a + var_b, "example_var": example_var}
 
 
+def standardised_effect(system_scores: np.ndarray, baseline_scores: np.ndarray) -> np.ndarray:
+    """Hedges' g over seeds (Hedges 1981), on arrays with any leading axes ([..., k] and [..., m]):
+    Δ / s_pooled · J, s_pooled² = ((k−1)s²_sys + (m−1)s²_base)/(k+m−2), the pooled seed-to-seed
+    variance of the corpus metric, and J = 1 − 3/(4(k+m−2) − 1) the small-sample correction. Δ in
+    units of run-to-run noise: comparable across tasks and metrics, and centred on zero when the
+    strategies do not differ. NaN with fewer than two seeds on a side, or a zero spread with Δ ≠ 0
+    (0 when Δ = 0)."""
+    a, b = np.asarray(system_scores, dtype=float), np.asarray(baseline_scores, dtype=float)
+    k, m = a.shape[-1], b.shape[-1]
+    delta = a.mean(-1) - b.mean(-1)
+    if k < 2 or m < 2:
+        return np.full(np.shape(delta), math.nan)
+    dof = k + m - 2
+    pooled = np.sqrt(((k - 1) * a.var(-1, ddof=1) + (m - 1) * b.var(-1, ddof=1)) / dof)
+    correction = 1 - 3 / (4 * dof - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = correction * delta / pooled
+    return np.where(pooled > 0, g, np.where(delta == 0, 0.0, math.nan))
+
+
 def seed_aware_test(system: Runs, baseline: Runs, confidence: float = 0.95) -> Comparison:
-    """`seed_aware` for one pair of strategies, with the test-set-only p-value of
+    """`seed_aware` for one pair of strategies, with Hedges' g and the test-set-only p-value of
     their seed means beside it (`p_run`, what can be said with one seed: about those runs)."""
     out = {key: float(value) for key, value in
            seed_aware(system.scores, system.resampled, baseline.scores, baseline.resampled, confidence).items()}
     run_only = paired_bootstrap(system.resampled.mean(0), baseline.resampled.mean(0), out["delta"], confidence)
     return Comparison(out["delta"], out["ci_low"], out["ci_high"], out["p"], se=out["se"], df=out["df"],
-                      seed_var=out["seed_var"], example_var=out["example_var"], p_run=run_only.p_value)
+                      seed_var=out["seed_var"], example_var=out["example_var"],
+                      effect=float(standardised_effect(system.scores, baseline.scores)), p_run=run_only.p_value)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

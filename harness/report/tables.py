@@ -4,10 +4,10 @@ and JSON), with its file stem, title, the rule it is ranked by (shown above it) 
 Which files they are written to, and in which formats, is `harness.report.writers`.
 
 Tables: summary (task × strategy: main test metric, mean ± std over seeds), overall (the cross-task
-leaderboard: mean tied rank, mean gain over ce, per-task cells), leaderboard_<task> (ranks, CIs, Δ
-vs ce and vs the constant-reward control with seed-aware CIs and Holm p-values, seed spread, guard
-metrics, cost, all metrics), guards, cost and not_completed. Refused and failed cells say so, never
-0.
+leaderboard: mean tied rank, wins/ties/losses against ce, mean standardised effect, per-task cells),
+leaderboard_<task> (ranks, CIs, Δ vs ce and vs the constant-reward control with seed-aware CIs and
+Holm p-values, standardised effect, guard metrics, cost, all metrics), guards, cost and
+not_completed. Refused and failed cells say so, never 0.
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def _seeds_text(cell: pd.Series) -> str:
 
 def leaderboard(a: Analysis, task: str) -> Table:
     """One task's strategies by tied rank: score and spread, CI, differences to ce and to the
-    control, seed spread, guard metrics, cost and the other test metrics."""
+    control, standardised effect, guard metrics, cost and the other test metrics."""
     metric = a.metrics[task]
     cells = a.cells[a.cells["task"] == task].set_index("strategy")
     guards = a.guards[a.guards["task"] == task].set_index("strategy")
@@ -147,7 +147,7 @@ def leaderboard(a: Analysis, task: str) -> Table:
                "seeds": _seeds_text(cell), metric: score(cell, with_n=False), "95% CI": _interval(cell),
                "Δ vs ce [95% CI]": "baseline" if strategy == BASELINE else _delta(vs[BASELINE]),
                "p (Holm)": _p(vs[BASELINE]),
-               "seed sd": MISSING if vs[BASELINE] is None else num(vs[BASELINE]["seed_sd"])}
+               "g vs ce": MISSING if vs[BASELINE] is None else num(vs[BASELINE]["effect"], signed=True)}
         if has_control:
             row["Δ vs control [95% CI]"] = "control" if strategy == CONTROL else _delta(vs[CONTROL])
             row["p vs control (Holm)"] = _p(vs[CONTROL])
@@ -155,8 +155,8 @@ def leaderboard(a: Analysis, task: str) -> Table:
         for baseline, c in vs.items():
             if c is not None:
                 numbers.update({f"{k}_vs_{baseline}": c[k] for k in ("delta", "ci_low", "ci_high", "se", "df", "p",
-                                                                     "p_holm", "significant", "testable", "seed_sd",
-                                                                     "p_run")})
+                                                                     "p_holm", "significant", "testable", "effect",
+                                                                     "seed_sd", "p_run")})
         for key, label in _GUARD_COLUMNS.items():
             row[label] = _guard(key, guards.loc[strategy, key]) if strategy in guards.index else MISSING
         row["device-s"] = num(cost.loc[strategy, "seconds"], 0) if strategy in cost.index else MISSING
@@ -174,7 +174,7 @@ def leaderboard(a: Analysis, task: str) -> Table:
         data.append(numbers)
     legend = (f"* Holm-adjusted p < {ALPHA} by the seed-aware test (run-to-run and test-set variance); "
               f"{NO_TEST}: with one seed no significance can be claimed about the strategy, only about its run. "
-              "seed sd: the pooled seed-to-seed standard deviation of the two strategies. "
+              "g: Δ over the pooled seed-to-seed SD (Hedges' g). "
               f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds.")
     return Table(f"leaderboard_{task}", f"Leaderboard: {task} (ranked by test {metric})",
                  _drop_empty(pd.DataFrame(display)),
@@ -185,16 +185,22 @@ def _interval(cell: pd.Series) -> str:
     return MISSING if math.isnan(cell["ci_low"]) else f"[{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
 
 
+OVERALL_RULE = ("Mean rank over the tasks a strategy is ranked on; ties broken by wins − losses against ce, then by "
+                "the mean standardised effect.")
+
+
 def overall_table(a: Analysis) -> Table:
-    """Strategies by mean tied rank over tasks, with each task's rank and score beside."""
+    """Strategies by mean tied rank over tasks, with wins, ties and
+    losses against ce, the mean standardised effect, and each task's rank and score beside."""
     cells = a.cells.set_index(["task", "strategy"])
     display = []
     for row in a.overall.itertuples():
+        baseline = row.strategy == BASELINE
         entry = {"strategy": row.strategy, "mean rank": num(row.mean_rank),
-                 "tasks ranked": f"{row.tasks_ranked}/{len(a.tasks)}",
-                 "mean Δ vs ce (points)": MISSING if row.strategy == BASELINE else num(row.mean_gain_points, signed=True),
-                 "normalised change (%)":
-                     MISSING if row.strategy == BASELINE else num(row.mean_normalised_change_pct, signed=True)}
+                 "W/T/L vs ce": "baseline" if baseline else
+                 (f"{row.wins}/{row.ties}/{row.losses}" if row.tasks_tested else MISSING),
+                 "mean g vs ce": MISSING if baseline else num(row.mean_effect, signed=True),
+                 "tasks ranked": f"{row.tasks_ranked}/{len(a.tasks)}"}
         for task in a.tasks:
             if (task, row.strategy) not in cells.index:
                 entry[task] = "not run"
@@ -203,9 +209,13 @@ def overall_table(a: Analysis) -> Table:
             rank = MISSING if math.isnan(cell["rank"]) else f"#{int(cell['rank'])}"
             entry[task] = f"{rank} · {score(cell, with_n=False)}" if cell["status"] == "completed" else score(cell)
         display.append(entry)
+    legend = ("W/T/L: tasks on which the strategy is significantly above / not significantly different from / "
+              f"significantly below ce (seed-aware test, Holm-adjusted p < {ALPHA}; tasks without a test are not "
+              "counted). mean g: the standardised effect against ce (Δ over the pooled seed-to-seed SD, Hedges' g), "
+              "averaged over the tasks where both have at least two seeds; scale-free, and centred on zero for a "
+              "strategy no different from ce however noisy.")
     return Table("overall", "Overall leaderboard: mean tied rank across tasks", pd.DataFrame(display), a.overall,
-                 legend="normalised change: a gain as the share of ce's headroom to 100 it closes, a loss as the "
-                        "share of ce's score it gives up (Marx & Cummings 2007), averaged over tasks.")
+                 legend=legend, rule=OVERALL_RULE)
 
 
 def guards_table(a: Analysis) -> Table:
