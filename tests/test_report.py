@@ -153,7 +153,21 @@ def test_significance_ranks_and_ties(report: tuple[Path, dict[str, Any]]) -> Non
     assert (overall["label_smoothing"]["wins"], overall["label_smoothing"]["ties"]) == (0, 3)
     assert overall["label_smoothing"]["mean_effect"] == 0
     assert overall["dice"]["tasks_ranked"] == 2 and overall["dice"]["tasks_tested"] == 2
-    assert overall["mrt"]["mean_rank"] is None
+
+
+def test_a_missing_cell_counts_as_last(report: tuple[Path, dict[str, Any]]) -> None:
+    """mrt failed on sentiment and was not run elsewhere; dice was refused on translation: each such
+    cell counts as 1 + the number of strategies ranked on the task, and the table says so."""
+    out, payload = report
+    ranked = {task: sum(1 for c in payload["cells"] if c["task"] == task and c["rank"] is not None) for task in TASKS}
+    overall = {row["strategy"]: row for row in payload["overall"]}
+    assert overall["mrt"]["mean_rank"] == pytest.approx(sum(1 + n for n in ranked.values()) / len(TASKS))
+    dice = [c["rank"] for c in payload["cells"] if c["strategy"] == "dice" and c["rank"] is not None]
+    assert overall["dice"]["mean_rank"] == pytest.approx((sum(dice) + 1 + ranked["translation"]) / len(TASKS))
+    assert payload["overall"][-1]["strategy"] == "mrt"
+    table = (out / "overall.md").read_text()
+    assert "counting as last" in table.split("|")[0]  # the rule, above the table
+    assert f"refused → #{1 + ranked['translation']}" in table and f"failed → #{1 + ranked['sentiment']}" in table
 
 
 def test_fewer_than_three_seeds_are_flagged(report: tuple[Path, dict[str, Any]]) -> None:

@@ -271,17 +271,20 @@ def _one_seed_notes(cells: pd.DataFrame, notes: list[str]) -> None:
 
 
 def _overall(cells: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy, across tasks: the mean tied rank over the tasks it is ranked on; wins, ties and losses against `ce` by the seed-aware
+    """Per strategy, across tasks: the mean tied rank over the tasks with any ranked strategy, a
+    cell without a rank there (not run, refused, failed, one seed) counting as last (1 + the
+    number of strategies ranked on the task); wins, ties and losses against `ce` by the seed-aware
     test; and the mean standardised effect against `ce` (Hedges' g over seeds) over the tasks where
     it is defined. Rank, counts and g are scale-free, and under the null g and wins − losses are
     centred on zero whatever a strategy's noise."""
     ranked = cells.dropna(subset=["rank"])
     tasks = sorted(ranked["task"].unique())
+    last = {task: 1 + int((ranked["task"] == task).sum()) for task in tasks}
     rank = ranked.set_index(["task", "strategy"])["rank"]
     vs_ce = comparisons[comparisons["main"] & (comparisons["baseline"] == BASELINE) & comparisons["testable"]]
     rows = []
     for strategy in ordered(cells["strategy"]):
-        ranks = [rank[(task, strategy)] for task in tasks if (task, strategy) in rank.index]
+        ranks = [rank.get((task, strategy), last[task]) for task in tasks]
         own = vs_ce[vs_ce["strategy"] == strategy]
         wins = int((own["significant"] & (own["delta"] > 0)).sum())
         losses = int((own["significant"] & (own["delta"] < 0)).sum())

@@ -185,14 +185,18 @@ def _interval(cell: pd.Series) -> str:
     return MISSING if math.isnan(cell["ci_low"]) else f"[{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
 
 
-OVERALL_RULE = ("Mean rank over the tasks a strategy is ranked on; ties broken by wins − losses against ce, then by "
-                "the mean standardised effect.")
+OVERALL_RULE = ("Mean rank over the tasks where strategies are ranked, a task on which a strategy has no rank (not "
+                f"run, refused, failed, or fewer than {MIN_TEST_SEEDS} seeds) counting as last there (1 + the number "
+                "of strategies ranked, shown as → #k), so failing on a hard task never helps; ties broken by wins − "
+                "losses against ce, then by the mean standardised effect.")
 
 
 def overall_table(a: Analysis) -> Table:
-    """Strategies by mean tied rank over tasks, with wins, ties and
+    """Strategies by mean tied rank over tasks (a missing cell counting as last), with wins, ties and
     losses against ce, the mean standardised effect, and each task's rank and score beside."""
     cells = a.cells.set_index(["task", "strategy"])
+    ranked_tasks = sorted(a.cells.dropna(subset=["rank"])["task"].unique())
+    last = {t: 1 + int(a.cells[(a.cells["task"] == t)]["rank"].notna().sum()) for t in ranked_tasks}
     display = []
     for row in a.overall.itertuples():
         baseline = row.strategy == BASELINE
@@ -202,12 +206,17 @@ def overall_table(a: Analysis) -> Table:
                  "mean g vs ce": MISSING if baseline else num(row.mean_effect, signed=True),
                  "tasks ranked": f"{row.tasks_ranked}/{len(a.tasks)}"}
         for task in a.tasks:
+            counted = f" → #{last[task]}" if task in last else ""
             if (task, row.strategy) not in cells.index:
-                entry[task] = "not run"
+                entry[task] = f"not run{counted}"
                 continue
             cell = cells.loc[(task, row.strategy)]
-            rank = MISSING if math.isnan(cell["rank"]) else f"#{int(cell['rank'])}"
-            entry[task] = f"{rank} · {score(cell, with_n=False)}" if cell["status"] == "completed" else score(cell)
+            if not math.isnan(cell["rank"]):
+                entry[task] = f"#{int(cell['rank'])} · {score(cell, with_n=False)}"
+            elif cell["status"] == "completed":
+                entry[task] = f"{score(cell, with_n=False)} (n={int(cell['n'])}){counted}"
+            else:
+                entry[task] = f"{score(cell)}{counted}"
         display.append(entry)
     legend = ("W/T/L: tasks on which the strategy is significantly above / not significantly different from / "
               f"significantly below ce (seed-aware test, Holm-adjusted p < {ALPHA}; tasks without a test are not "

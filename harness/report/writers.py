@@ -176,7 +176,7 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
 _LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "δ": r"$\delta$", FEW_SEEDS: r"$^\dagger$",
                   "↑": r"$\uparrow$", "↓": r"$\downarrow$", MISSING: "---", "·": r"$\cdot$", "×": r"$\times$",
-                  "÷": r"$\div$", "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$"}
+                  "÷": r"$\div$", "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\rightarrow$"}
 
 
 def latex_text(value: Any) -> str:
