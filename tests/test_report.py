@@ -388,7 +388,7 @@ def test_html_page_in_headless_chromium(browser: str, report: tuple[Path, dict[s
     assert "<title>c,a,b,d|a,c,b,d</title>" in _dump_dom(browser, page)
 
 
-# ---- seed-aware significance and ranks on their own small stores -----------------------------------
+# ---- seed-aware significance, ranks and calibration on their own small stores ----------------------
 
 def _board(a: Any, task: str) -> pd.DataFrame:
     from harness.report.tables import leaderboard
@@ -439,3 +439,26 @@ def test_a_strategy_significantly_below_ce_never_shares_its_rank() -> None:
             assert board.loc[strategy, "p (Holm)"].endswith("*") and board.loc[strategy, "rank"] != "1"
         tied = [s for s in errors if s != "ce" and ranks[(task, s)] == 1]
         assert all(s not in set(below["strategy"][below["task"] == task]) for s in tied)
+
+
+def test_calibration_in_leaderboards_and_guards(report: tuple[Path, dict[str, Any]]) -> None:
+    """label_smoothing has exactly ce's predictions but honest confidences, ce is overconfident:
+    ECE, NLL and Brier are lower, significantly (seed-aware, lower is better), with equal accuracy."""
+    out, payload = report
+    vs_ce = {(c["metric"], c["strategy"]): c for c in payload["comparisons"]
+             if c["task"] == "sentiment" and c["baseline"] == "ce"}
+    for metric in ("ece", "nll", "brier"):
+        c = vs_ce[(metric, "label_smoothing")]
+        assert c["significant"] and c["delta"] < 0 and c["ci_high"] < 0 and c["lower_is_better"]
+    assert vs_ce[("accuracy", "label_smoothing")]["delta"] == 0
+    assert not any(c["metric"] in ("ece", "nll", "brier") for c in payload["comparisons"] if c["task"] == "translation")
+    board = (out / "leaderboard_sentiment.md").read_text()
+    header = next(line for line in board.splitlines() if line.startswith("| rank"))
+    assert all(f" {m} " in header for m in ("ECE", "NLL", "Brier"))
+    smoothing = next(line for line in board.splitlines() if "| label_smoothing " in line)
+    assert smoothing.count(" *)") == 3  # three calibration cells, each significantly lower than ce's
+    assert "lower is better" in board
+    guards = pd.read_csv(out / "guards.csv")
+    row = guards[(guards["task"] == "sentiment") & (guards["strategy"] == "label_smoothing")].iloc[0]
+    assert row["ece"] < guards[(guards["task"] == "sentiment") & (guards["strategy"] == "ce")].iloc[0]["ece"]
+    assert "| ECE " in (out / "guards.md").read_text()

@@ -1,6 +1,6 @@
 """The report's statistics against known values and by simulation: the t interval against scipy, Holm
 against a textbook example, the paired bootstrap against a plain numpy loop on a fixed seed,
-resampled corpus metrics against the task scorers rerun from scratch on each
+resampled corpus metrics (calibration included) against the task scorers rerun from scratch on each
 resample, the seed-aware test's size on simulated null grids, the overall aggregate's centring under
 the null, and tied ranks consistent with the pairwise tests."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import scipy.stats
 
 from harness.report import stats
 from tasks.base import get_task
-from tests.synthetic import predictions, references
+from tests.synthetic import calibration, predictions, references
 
 
 def test_seed_summary_is_the_student_t_interval() -> None:
@@ -97,6 +97,24 @@ def test_resampled_scores_equal_the_scorer_rerun_on_each_resample(task_name: str
     got = stats.resampled_scores(per_example, task.aggregate, metric, indices)
     expected = [task.score([preds[i] for i in row], [refs[i] for i in row]).corpus[metric] for row in indices]
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("task_name", ["ner", "sentiment"])
+def test_resampled_calibration_equals_the_aggregate_on_each_resample(task_name: str) -> None:
+    """ECE, NLL and Brier from per-example bin counts whose occupied bins differ from example to
+    example (an absent bin counts as empty): each resample's values are the aggregate's on it."""
+    task = get_task(task_name)
+    refs = references(task_name)
+    preds = predictions(task_name, 0.3, 1)
+    per_example = [{**s, **c} for s, c in zip(task.score(preds, refs).per_example,
+                                              calibration(task_name, preds, refs, 0.8, 1))]
+    assert len({tuple(sorted(row["cal_bins"])) for row in per_example}) > 1
+    indices = stats.resample_indices(len(refs), 12, seed=5)
+    metrics = [task.main_metric, "ece", "nll", "brier"]
+    got = stats.resampled_metrics(per_example, task.aggregate, metrics, indices)
+    for metric in metrics:
+        expected = [task.aggregate([per_example[i] for i in row])[metric] for row in indices]
+        np.testing.assert_allclose(got[metric], expected, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("error", [0.0, 1.0])

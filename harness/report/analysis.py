@@ -1,5 +1,5 @@
 """From run records to the numbers a report shows: seed summaries, seed-aware significance against
-the `ce` baseline and the constant-reward control, tied ranks, the cross-task leaderboard, guard
+the `ce` baseline and the constant-reward control, tied ranks, the cross-task leaderboard, calibration, guard
 metrics and cost. Only numbers, in DataFrames with NaN where a cell has no value;
 `harness.report.tables` formats and writes them.
 
@@ -28,6 +28,7 @@ BASELINE = "ce"
 ALPHA = 0.05
 MIN_SEEDS = 3  # fewer: a warning (spreads and intervals are unreliable)
 MIN_TEST_SEEDS = 2  # fewer on either side: no test, no star, no rank (nothing is known about seed variance)
+CALIBRATION = ("ece", "nll", "brier")  # calibration test metrics of classification and tagging; lower is better
 REPETITION_N = 2  # repetition rate over word n-grams of this order (outputs are 10-30 words long)
 NOT_STATISTICS = ("prediction", "reference")  # the other keys of a test example are its statistics
 
@@ -45,16 +46,17 @@ class Analysis:
     cells: pd.DataFrame  # task, strategy, metric, status, n, n_failed, n_refused, mean, std, ci_low, ci_high, rank, why
     test_means: pd.DataFrame  # task, strategy, metric, mean, std, n: every test metric of completed cells
     comparisons: pd.DataFrame  # task, metric, main, strategy, baseline, n, n_baseline, delta, ci_low, ci_high, se,
-    #                            df, p, p_holm, significant, testable, effect, seed_sd, p_run
+    #                            df, p, p_holm, significant, testable, effect, seed_sd, p_run, lower_is_better
     overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, tasks_scored, wins, ties, losses, tasks_tested,
     #                        mean_effect, tasks_effect
-    guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy
+    guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy, ece, nll, brier
     cost: pd.DataFrame  # task, strategy, hardware, seconds, seconds_with_start, samples_per_second, delta, ...
     runs: pd.DataFrame  # one row per record: task, strategy, seed, status, hash, score, seconds, why
     groups: dict[tuple[str, str], list[RunRecord]]  # completed records per cell
     metrics: dict[str, str]  # task -> main metric
     n_resamples: int
     seed: int
+    calibrated: list[str] = field(default_factory=list)  # tasks whose records can carry calibration
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -88,6 +90,7 @@ def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) ->
         metrics[task] = get_task(task).main_metric
     notes: list[str] = []
     cells = _cells(records, labels, metrics, notes)
+    calibrated = _calibrated(groups)
     runs = {task: _task_runs(task, metrics[task], groups, n_resamples, seed, notes) for task in sorted(metrics)}
     comparisons = _comparisons(runs, groups, metrics)
     ranks = {(task, strategy): rank for task in runs
@@ -98,9 +101,9 @@ def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) ->
     by_hash = {r.hash: r for r in records}
     test_means = _test_means(groups)
     return Analysis(cells=cells, test_means=test_means, comparisons=comparisons,
-                    overall=_overall(cells, comparisons), guards=_guards(groups),
+                    overall=_overall(cells, comparisons), guards=_guards(groups, test_means),
                     cost=_cost(groups, cells, by_hash), runs=_runs(records, labels, metrics), groups=dict(groups),
-                    metrics=metrics, n_resamples=n_resamples, seed=seed, notes=notes)
+                    metrics=metrics, n_resamples=n_resamples, seed=seed, calibrated=calibrated, notes=notes)
 
 
 def strategy_labels(records: list[RunRecord]) -> dict[str, str]:
@@ -164,10 +167,22 @@ def statistics_of(record: RunRecord) -> list[dict]:
     return [{k: v for k, v in ex.items() if k not in NOT_STATISTICS} for ex in record.test_examples]
 
 
+def has_calibration(record: RunRecord) -> bool:
+    """Whether a completed run stored calibration: the test metrics and their per-example statistics."""
+    return (all(m in record.test for m in CALIBRATION) and bool(record.test_examples)
+            and all("cal_n" in ex for ex in record.test_examples))
+
+
+def _calibrated(groups: dict[tuple[str, str], list[RunRecord]]) -> list[str]:
+    """The tasks whose runs stored calibration."""
+    return sorted({task for (task, _), runs in groups.items() if any(has_calibration(r) for r in runs)})
+
+
 def _task_runs(task: str, metric: str, groups: dict[tuple[str, str], list[RunRecord]], n_resamples: int,
                seed: int, notes: list[str]) -> dict[str, dict[str, stats.Runs]]:
     """metric -> strategy -> its runs' scores on the full test set and on each shared resample
-    (each run's corpus metric recomputed with the task's `aggregate`), for the main metric."""
+    (each run's corpus metric recomputed with the task's `aggregate`), for the main metric and,
+    from the runs that stored them, the calibration metrics."""
     cells = {s: runs for (t, s), runs in groups.items() if t == task}
     fingerprint = {r.hash: _test_fingerprint(r) for runs in cells.values() for r in runs}
     if not fingerprint:
@@ -187,22 +202,28 @@ def _task_runs(task: str, metric: str, groups: dict[tuple[str, str], list[RunRec
             notes.append(f"{task} / {strategy}: scored on a different test set than the other strategies; "
                          "left out of the significance tests and ranks")
             continue
-        out[metric][strategy] = stats.Runs([r.test[metric] for r in runs],
-                                           [stats.resampled_scores(statistics_of(r), aggregate, metric, indices)
-                                            for r in runs])
+        resampled = [stats.resampled_metrics(statistics_of(r), aggregate,
+                                             [metric, *(CALIBRATION if has_calibration(r) else ())], indices)
+                     for r in runs]
+        out[metric][strategy] = stats.Runs([r.test[metric] for r in runs], [x[metric] for x in resampled])
+        for m in CALIBRATION:
+            have = [(r, x) for r, x in zip(runs, resampled) if m in x]
+            if have:
+                out[m][strategy] = stats.Runs([r.test[m] for r, _ in have], [x[m] for _, x in have])
     return dict(out)
 
 
 _COMPARISON_COLUMNS = ["task", "metric", "main", "strategy", "baseline", "n", "n_baseline", "delta", "ci_low",
-                       "ci_high", "se", "df", "p", "p_holm", "significant", "testable", "effect", "seed_sd", "p_run"]
+                       "ci_high", "se", "df", "p", "p_holm", "significant", "testable", "effect", "seed_sd", "p_run",
+                       "lower_is_better"]
 
 
 def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict[tuple[str, str], list[RunRecord]],
                  metrics: dict[str, str]) -> pd.DataFrame:
-    """Seed-aware tests on the same task: every strategy against `ce` on the main metric, and the
-    sampling strategies against the constant-reward control. Holm-adjusted within each (task,
-    metric, baseline) family of the comparisons that can be tested (both sides with at least
-    `MIN_TEST_SEEDS` seeds)."""
+    """Seed-aware tests on the same task: every strategy against `ce` on the main metric and on each
+    calibration metric, and the sampling strategies against the constant-reward control (main
+    metric). Holm-adjusted within each (task, metric, baseline) family of the comparisons that can
+    be tested (both sides with at least `MIN_TEST_SEEDS` seeds)."""
     rows = []
     for task, by_metric in runs.items():
         for metric, by_strategy in by_metric.items():
@@ -223,7 +244,7 @@ def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict
                                  "ci_low": test.ci_low, "ci_high": test.ci_high, "se": test.se, "df": test.df,
                                  "p": test.p_value, "p_holm": p_holm, "significant": bool(p_holm < ALPHA),
                                  "testable": strategy in adjusted, "effect": test.effect, "seed_sd": _pooled_sd(a, b),
-                                 "p_run": test.p_run})
+                                 "p_run": test.p_run, "lower_is_better": metric in CALIBRATION})
     return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
 
 
@@ -336,10 +357,15 @@ def run_guards(record: RunRecord) -> dict[str, float]:
     return {**guards, "kl": train.get("kl", math.nan), "entropy": train.get("entropy", math.nan)}
 
 
-def _guards(groups: dict[tuple[str, str], list[RunRecord]]) -> pd.DataFrame:
-    rows = [{"task": task, "strategy": strategy, **pd.DataFrame([run_guards(r) for r in runs]).mean().to_dict()}
+def _guards(groups: dict[tuple[str, str], list[RunRecord]], test_means: pd.DataFrame) -> pd.DataFrame:
+    """Guard metrics per cell (means over seeds), with the calibration metrics (means over the runs
+    that stored them)."""
+    means = test_means.set_index(["task", "strategy", "metric"])["mean"]
+    rows = [{"task": task, "strategy": strategy, **pd.DataFrame([run_guards(r) for r in runs]).mean().to_dict(),
+             **{m: means.get((task, strategy, m), math.nan) for m in CALIBRATION}}
             for (task, strategy), runs in sorted(groups.items())]
-    return pd.DataFrame(rows, columns=["task", "strategy", "mean_length", "repetition", "empty_share", "kl", "entropy"])
+    return pd.DataFrame(rows, columns=["task", "strategy", "mean_length", "repetition", "empty_share", "kl", "entropy",
+                                       *CALIBRATION])
 
 
 def hardware(record: RunRecord) -> str:

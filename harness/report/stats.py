@@ -1,7 +1,7 @@
 """The report's statistics as pure functions of numbers (no records, no files, no formatting).
 
 - `seed_summary`: mean, sample standard deviation and Student-t confidence interval over seeds.
-- `resample_indices`, `resampled_scores`, `paired_bootstrap`: the paired bootstrap over test
+- `resample_indices`, `resampled_metrics`, `paired_bootstrap`: the paired bootstrap over test
   examples (Koehn 2004, "Statistical Significance Tests for Machine Translation Evaluation"): every
   system is rescored on the *same* resamples of the test set, the corpus metric recomputed from
   per-example sufficient statistics on each resample (so BLEU and F1 are resampled as corpus
@@ -66,14 +66,23 @@ def resample_indices(n_examples: int, n_resamples: int, seed: int) -> np.ndarray
 
 def resampled_scores(per_example: list[dict[str, Any]], aggregate: Aggregate, metric: str,
                      indices: np.ndarray) -> np.ndarray:
-    """[n_resamples] `aggregate(resample)[metric]` for every row of `indices`.
+    """[n_resamples] `aggregate(resample)[metric]` for every row of `indices` (`resampled_metrics`
+    for one metric)."""
+    return resampled_metrics(per_example, aggregate, [metric], indices)[metric]
+
+
+def resampled_metrics(per_example: list[dict[str, Any]], aggregate: Aggregate, metrics: Sequence[str],
+                      indices: np.ndarray) -> dict[str, np.ndarray]:
+    """metric -> [n_resamples] `aggregate(resample)[metric]` for every row of `indices`.
 
     By definition this is the aggregate of each resampled list of examples, a pass over the test
-    set per resample. Two shortcuts give the same numbers far faster and are used only where they
-    reproduce the aggregate on the full set, the first few resamples and small random sets:
+    set per resample. Two shortcuts give the same numbers far faster and are used, metric by
+    metric, only where they reproduce the aggregate on the full set, the first few resamples and
+    small random sets:
     - the aggregate is a function of the column sums of the flattened statistics (entity counts,
-      BLEU n-gram counts): each resample's sums come from one matrix product, and the aggregate
-      runs on a single pseudo-example holding them;
+      BLEU n-gram counts, calibration bins; a key an example lacks counts as zeros, as an
+      unoccupied calibration bin does): each resample's sums come from one matrix product, and the
+      aggregate runs on a single pseudo-example holding them;
     - the metric is the mean of its value on each example alone (accuracy, ROUGE): each
       resample's score is a weighted mean of the per-example values.
     """
@@ -82,21 +91,36 @@ def resampled_scores(per_example: list[dict[str, Any]], aggregate: Aggregate, me
         raise ValueError("an empty test set cannot be resampled")
     small = np.random.default_rng(0).integers(0, n, size=(_SMALL_CHECKS, 3))
     checks = [np.arange(n), *indices[:_FAST_PATH_CHECKS], *small, *small[:, :2]]
-    expected = [aggregate([per_example[i] for i in subset])[metric] for subset in checks]
+    expected = [aggregate([per_example[i] for i in subset]) for subset in checks]
+    todo = list(dict.fromkeys(metrics))
+    out: dict[str, np.ndarray] = {}
+
+    def agrees(metric: str, got: Iterator[float]) -> bool:
+        return all(math.isclose(g, e[metric], rel_tol=1e-9, abs_tol=1e-9) for g, e in zip(got, expected))
 
     encoding = _sum_encoding(per_example)
     if encoding is not None:
         matrix, rebuild = encoding
-        if all(math.isclose(aggregate([rebuild(matrix[s].sum(0))])[metric], e, rel_tol=1e-9, abs_tol=1e-9)
-               for s, e in zip(checks, expected)):
-            return np.array([aggregate([rebuild(totals)])[metric]
-                             for counts in _count_blocks(indices, n) for totals in counts @ matrix])
+        try:
+            rebuilt = [aggregate([rebuild(matrix[s].sum(0))]) for s in checks]
+        except Exception:  # the aggregate cannot read a pseudo-example: not a function of the sums
+            rebuilt = [{} for _ in checks]
+        summed = [m for m in todo if all(m in r for r in rebuilt) and agrees(m, (r[m] for r in rebuilt))]
+        if summed:
+            values = [aggregate([rebuild(totals)]) for counts in _count_blocks(indices, n) for totals in counts @ matrix]
+            out.update({m: np.array([v[m] for v in values], dtype=float) for m in summed})
+            todo = [m for m in todo if m not in summed]
 
-    values = np.array([aggregate([row])[metric] for row in per_example], dtype=float)
-    if all(math.isclose(values[s].mean(), e, rel_tol=1e-9, abs_tol=1e-9) for s, e in zip(checks, expected)):
-        return np.concatenate([counts @ values / n for counts in _count_blocks(indices, n)])
+    for metric in list(todo):
+        values = np.array([aggregate([row])[metric] for row in per_example], dtype=float)
+        if agrees(metric, (values[s].mean() for s in checks)):
+            out[metric] = np.concatenate([counts @ values / n for counts in _count_blocks(indices, n)])
+            todo.remove(metric)
 
-    return np.array([aggregate([per_example[i] for i in row])[metric] for row in indices], dtype=float)
+    if todo:
+        values = [aggregate([per_example[i] for i in row]) for row in indices]
+        out.update({m: np.array([v[m] for v in values], dtype=float) for m in todo})
+    return {m: out[m] for m in dict.fromkeys(metrics)}
 
 
 def _count_blocks(indices: np.ndarray, n: int) -> Iterator[np.ndarray]:
@@ -107,24 +131,50 @@ def _count_blocks(indices: np.ndarray, n: int) -> Iterator[np.ndarray]:
         yield np.bincount(flat, minlength=block.size).reshape(block.shape).astype(float)
 
 
-def _leaves(value: Any) -> list[float] | None:
-    """The numbers in a (nested) statistic in a fixed order; None if it holds anything else."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return [float(value)]
-    if isinstance(value, dict):
-        items: Any = [value[k] for k in sorted(value)]
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        return None
-    flat: list[float] = []
-    for item in items:
-        leaves = _leaves(item)
-        if leaves is None:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _union(a: Any, b: Any) -> Any:
+    """A template with every key of `a` and of `b` (nested), or None where their shapes differ; a
+    leaf is an int only where it is one in both."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = _union(a[key], value) if key in a else _union(value, value)
+            if out[key] is None:
+                return None
+        return out
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        items = [_union(x, y) for x, y in zip(a, b)]
+        return None if any(item is None for item in items) else items
+    if _is_number(a) and _is_number(b):
+        return 0 if isinstance(a, int) and isinstance(b, int) else 0.0
+    return None
+
+
+def _leaves(value: Any, template: Any) -> list[float] | None:
+    """The numbers of a (nested) statistic in the template's order, zeros for what it lacks; None
+    if it holds anything the template does not."""
+    if isinstance(template, dict):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict) or not set(value) <= set(template):
             return None
-        flat.extend(leaves)
+        parts = [_leaves(value.get(k), template[k]) for k in sorted(template)]
+    elif isinstance(template, list):
+        if value is None:
+            value = [None] * len(template)
+        if not isinstance(value, (list, tuple)) or len(value) != len(template):
+            return None
+        parts = [_leaves(v, t) for v, t in zip(value, template)]
+    else:
+        return [0.0] if value is None else [float(value)] if _is_number(value) else None
+    flat: list[float] = []
+    for part in parts:
+        if part is None:
+            return None
+        flat.extend(part)
     return flat
 
 
@@ -141,12 +191,16 @@ def _rebuild(template: Any, values: Iterator[float]) -> Any:
 def _sum_encoding(per_example: list[dict[str, Any]]
                   ) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, Any]]] | None:
     """(the [examples, leaves] statistics matrix, column sums -> pseudo-example), or None where the
-    statistics are not all numbers of one shape."""
-    template = per_example[0] if per_example else {}
-    if not per_example or any(row.keys() != template.keys() for row in per_example):
+    statistics are not all numbers of one nested shape (keys may be missing: they count as zeros)."""
+    if not per_example:
         return None
-    rows = [_leaves(row) for row in per_example]
-    if any(r is None or len(r) != len(rows[0]) for r in rows):
+    template: Any = {}
+    for row in per_example:
+        template = _union(template, row)
+        if template is None:
+            return None
+    rows = [_leaves(row, template) for row in per_example]
+    if any(r is None for r in rows):
         return None
 
     def rebuild(totals: np.ndarray) -> dict[str, Any]:
@@ -191,7 +245,7 @@ def paired_bootstrap(system: np.ndarray, baseline: np.ndarray, observed_delta: f
 @dataclass(frozen=True)
 class Runs:
     """One strategy's runs (one per seed) on one test set: each run's corpus metric on the full
-    test set, and on every shared resample of it (`resampled_scores` with the same indices for
+    test set, and on every shared resample of it (`resampled_metrics` with the same indices for
     every strategy of the task)."""
     scores: np.ndarray  # [seeds]
     resampled: np.ndarray  # [seeds, resamples]

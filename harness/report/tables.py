@@ -6,7 +6,7 @@ Which files they are written to, and in which formats, is `harness.report.writer
 Tables: summary (task × strategy: main test metric, mean ± std over seeds), overall (the cross-task
 leaderboard: mean tied rank, wins/ties/losses against ce, mean standardised effect, per-task cells),
 leaderboard_<task> (ranks, CIs, Δ vs ce and vs the constant-reward control with seed-aware CIs and
-Holm p-values, standardised effect, guard metrics, cost, all metrics), guards, cost and
+Holm p-values, standardised effect, calibration, guard metrics, cost, all metrics), guards, cost and
 not_completed. Refused and failed cells say so, never 0.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.analysis import (ALPHA, BASELINE, CONTROL, MIN_SEEDS, MIN_TEST_SEEDS,
+from harness.report.analysis import (ALPHA, BASELINE, CALIBRATION, CONTROL, MIN_SEEDS, MIN_TEST_SEEDS,
                                      REPETITION_N, Analysis, status_words)
 
 FEW_SEEDS = "†"
@@ -25,10 +25,13 @@ MISSING = "—"
 NO_TEST = "no test (1 seed)"
 _GUARD_COLUMNS = {"mean_length": "length", "repetition": f"rep-{REPETITION_N}", "empty_share": "empty %",
                   "kl": "KL", "entropy": "entropy"}
+_CALIBRATION_COLUMNS = {"ece": "ECE", "nll": "NLL", "brier": "Brier"}
 RANK_RULE = ("Ranks follow the means, and a strategy shares the rank of the one above it unless it is significantly "
              "below a strategy holding that rank (pairs with ce or a control by the p-values shown, all other pairs "
              "by the same seed-aware test Holm-adjusted over them), so strategies sharing a rank never differ "
              f"significantly; cells with fewer than {MIN_TEST_SEEDS} seeds are not ranked.")
+CALIBRATION_LEGEND = ("ECE (×100), NLL (nats) and Brier per scored prediction: lower is better; in brackets the "
+                      "difference to ce, * where significant.")
 
 
 @dataclass
@@ -91,6 +94,18 @@ def _p(c: pd.Series | None) -> str:
     return f"{c['p_holm']:.3f}{' *' if c['significant'] else ''}"
 
 
+def _calibration(a: Analysis, task: str, strategy: str, metric: str, value: float) -> str:
+    """'4.12 (−1.03 *)': the mean and, except for ce, the difference to ce with its significance."""
+    if math.isnan(value):
+        return MISSING
+    digits = 2 if metric == "ece" else 3
+    c = None if strategy == BASELINE else _comparison(a, task, strategy, BASELINE, metric)
+    if c is None:
+        return num(value, digits)
+    star = " *" if c["significant"] else ""
+    return f"{num(value, digits)} ({num(c['delta'], digits, signed=True)}{star})"
+
+
 def _drop_empty(frame: pd.DataFrame, keep: int = 2) -> pd.DataFrame:
     """Drops display columns (after the first `keep`) that hold nothing but '—'."""
     empty = [c for c in frame.columns[keep:] if (frame[c].astype(str) == MISSING).all()]
@@ -126,13 +141,14 @@ def _seeds_text(cell: pd.Series) -> str:
 
 def leaderboard(a: Analysis, task: str) -> Table:
     """One task's strategies by tied rank: score and spread, CI, differences to ce and to the
-    control, standardised effect, guard metrics, cost and the other test metrics."""
+    control, standardised effect, calibration, guard metrics, cost and the other test metrics."""
     metric = a.metrics[task]
     cells = a.cells[a.cells["task"] == task].set_index("strategy")
     guards = a.guards[a.guards["task"] == task].set_index("strategy")
     cost = a.cost[a.cost["task"] == task].set_index("strategy")
     means = a.test_means[a.test_means["task"] == task].pivot(index="strategy", columns="metric", values="mean")
     has_control = ((a.comparisons["task"] == task) & (a.comparisons["baseline"] == CONTROL)).any()
+    calibrated = task in a.calibrated
 
     def position(strategy: str) -> tuple[bool, float, float, str]:
         cell = cells.loc[strategy]
@@ -157,6 +173,14 @@ def leaderboard(a: Analysis, task: str) -> Table:
                 numbers.update({f"{k}_vs_{baseline}": c[k] for k in ("delta", "ci_low", "ci_high", "se", "df", "p",
                                                                      "p_holm", "significant", "testable", "effect",
                                                                      "seed_sd", "p_run")})
+        if calibrated:
+            for m, label in _CALIBRATION_COLUMNS.items():
+                value = guards.loc[strategy, m] if strategy in guards.index else math.nan
+                row[label] = _calibration(a, task, strategy, m, value)
+                c = _comparison(a, task, strategy, BASELINE, m)
+                if c is not None:
+                    numbers.update({f"{m}_{k}_vs_{BASELINE}": c[k] for k in ("delta", "ci_low", "ci_high", "p_holm",
+                                                                              "significant", "testable")})
         for key, label in _GUARD_COLUMNS.items():
             row[label] = _guard(key, guards.loc[strategy, key]) if strategy in guards.index else MISSING
         row["device-s"] = num(cost.loc[strategy, "seconds"], 0) if strategy in cost.index else MISSING
@@ -166,7 +190,7 @@ def leaderboard(a: Analysis, task: str) -> Table:
                 numbers.update(frame.loc[strategy].drop("task").to_dict())
         for m in means.columns:
             has = strategy in means.index
-            if m != metric:
+            if m != metric and m not in CALIBRATION:
                 row[m] = num(means.loc[strategy, m]) if has else MISSING
             if has:
                 numbers[f"test.{m}"] = means.loc[strategy, m]
@@ -175,7 +199,7 @@ def leaderboard(a: Analysis, task: str) -> Table:
     legend = (f"* Holm-adjusted p < {ALPHA} by the seed-aware test (run-to-run and test-set variance); "
               f"{NO_TEST}: with one seed no significance can be claimed about the strategy, only about its run. "
               "g: Δ over the pooled seed-to-seed SD (Hedges' g). "
-              f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds.")
+              f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds." + (f" {CALIBRATION_LEGEND}" if calibrated else ""))
     return Table(f"leaderboard_{task}", f"Leaderboard: {task} (ranked by test {metric})",
                  _drop_empty(pd.DataFrame(display)),
                  pd.DataFrame(data), legend=legend, rule=RANK_RULE)
@@ -228,12 +252,17 @@ def overall_table(a: Analysis) -> Table:
 
 
 def guards_table(a: Analysis) -> Table:
-    """Cells with at least one guard metric (generation tasks, sampling strategies)."""
-    guards = a.guards.dropna(how="all", subset=list(_GUARD_COLUMNS))
+    """Cells with at least one guard metric (generation tasks, sampling strategies) or on a task that
+    measures calibration."""
+    keep = a.guards[list(_GUARD_COLUMNS)].notna().any(axis=1) | a.guards["task"].isin(a.calibrated)
+    guards = a.guards[keep]
     display = pd.DataFrame({"task": guards["task"], "strategy": guards["strategy"]})
     for key, label in _GUARD_COLUMNS.items():
         display[label] = [_guard(key, v) for v in guards[key]]
-    return Table("guards", "Guard metrics (means over seeds)", _drop_empty(display), guards)
+    for key, label in _CALIBRATION_COLUMNS.items():
+        display[label] = [_calibration(a, t, s, key, v) for t, s, v in zip(guards["task"], guards["strategy"], guards[key])]
+    return Table("guards", "Guard metrics and calibration (means over seeds)", _drop_empty(display),
+                 guards, legend=CALIBRATION_LEGEND if a.calibrated else "")
 
 
 def cost_table(a: Analysis) -> Table:
