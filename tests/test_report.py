@@ -462,3 +462,4 @@ def test_calibration_in_leaderboards_and_guards(report: tuple[Path, dict[str, An
     row = guards[(guards["task"] == "sentiment") & (guards["strategy"] == "label_smoothing")].iloc[0]
     assert row["ece"] < guards[(guards["task"] == "sentiment") & (guards["strategy"] == "ce")].iloc[0]["ece"]
     assert "| ECE " in (out / "guards.md").read_text()
+    assert not any(n.startswith("no calibration statistics") for n in payload["notes"])

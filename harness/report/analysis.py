@@ -90,7 +90,7 @@ def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) ->
         metrics[task] = get_task(task).main_metric
     notes: list[str] = []
     cells = _cells(records, labels, metrics, notes)
-    calibrated = _calibrated(groups)
+    calibrated = _calibration_notes(groups, notes)
     runs = {task: _task_runs(task, metrics[task], groups, n_resamples, seed, notes) for task in sorted(metrics)}
     comparisons = _comparisons(runs, groups, metrics)
     ranks = {(task, strategy): rank for task in runs
@@ -173,9 +173,37 @@ def has_calibration(record: RunRecord) -> bool:
             and all("cal_n" in ex for ex in record.test_examples))
 
 
-def _calibrated(groups: dict[tuple[str, str], list[RunRecord]]) -> list[str]:
-    """The tasks whose runs stored calibration."""
-    return sorted({task for (task, _), runs in groups.items() if any(has_calibration(r) for r in runs)})
+def calibration_applies(record: RunRecord) -> bool:
+    """Whether the run's task measures calibration: its aggregate turns calibration statistics into
+    ECE, NLL and Brier. Asked of the task's own aggregate (on the run's first example plus empty
+    calibration statistics), so a record written before calibration was measured still says it."""
+    if has_calibration(record):
+        return True
+    if not record.test_examples:
+        return False
+    probe = {**statistics_of(record)[0], "cal_n": 1, "cal_nll": 0.0, "cal_brier": 0.0, "cal_bins": {}}
+    try:
+        return set(CALIBRATION) <= set(get_task(record.task).aggregate([probe]))
+    except Exception:  # an aggregate that cannot read the probe does not measure calibration
+        return False
+
+
+def _calibration_notes(groups: dict[tuple[str, str], list[RunRecord]], notes: list[str]) -> list[str]:
+    """The tasks that measure calibration; a note on the completed records of those tasks that
+    carry no calibration statistics (written before the runs measured it)."""
+    calibrated, lacking = set(), Counter()
+    for (task, _), runs in sorted(groups.items()):
+        for record in runs:
+            if calibration_applies(record):
+                calibrated.add(task)
+                lacking[task] += not has_calibration(record)
+    total = sum(lacking.values())
+    if total:
+        where = ", ".join(f"{task}: {n}" for task, n in sorted(lacking.items()) if n)
+        notes.append(f"no calibration statistics in {total} record(s) ({where}), written before runs measured "
+                     "calibration: ECE, NLL and Brier are shown as — where no run of a cell has them, and "
+                     "compared only between runs that have them")
+    return sorted(calibrated)
 
 
 def _task_runs(task: str, metric: str, groups: dict[tuple[str, str], list[RunRecord]], n_resamples: int,

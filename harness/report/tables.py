@@ -106,9 +106,9 @@ def _calibration(a: Analysis, task: str, strategy: str, metric: str, value: floa
     return f"{num(value, digits)} ({num(c['delta'], digits, signed=True)}{star})"
 
 
-def _drop_empty(frame: pd.DataFrame, keep: int = 2) -> pd.DataFrame:
-    """Drops display columns (after the first `keep`) that hold nothing but '—'."""
-    empty = [c for c in frame.columns[keep:] if (frame[c].astype(str) == MISSING).all()]
+def _drop_empty(frame: pd.DataFrame, keep: int = 2, always: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Drops display columns (after the first `keep`, except `always`) that hold nothing but '—'."""
+    empty = [c for c in frame.columns[keep:] if c not in always and (frame[c].astype(str) == MISSING).all()]
     return frame.drop(columns=empty)
 
 
@@ -201,7 +201,7 @@ def leaderboard(a: Analysis, task: str) -> Table:
               "g: Δ over the pooled seed-to-seed SD (Hedges' g). "
               f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds." + (f" {CALIBRATION_LEGEND}" if calibrated else ""))
     return Table(f"leaderboard_{task}", f"Leaderboard: {task} (ranked by test {metric})",
-                 _drop_empty(pd.DataFrame(display)),
+                 _drop_empty(pd.DataFrame(display), always=tuple(_CALIBRATION_COLUMNS.values()) if calibrated else ()),
                  pd.DataFrame(data), legend=legend, rule=RANK_RULE)
 
 
@@ -261,7 +261,8 @@ def guards_table(a: Analysis) -> Table:
         display[label] = [_guard(key, v) for v in guards[key]]
     for key, label in _CALIBRATION_COLUMNS.items():
         display[label] = [_calibration(a, t, s, key, v) for t, s, v in zip(guards["task"], guards["strategy"], guards[key])]
-    return Table("guards", "Guard metrics and calibration (means over seeds)", _drop_empty(display),
+    calibrated = tuple(_CALIBRATION_COLUMNS.values()) if a.calibrated else ()
+    return Table("guards", "Guard metrics and calibration (means over seeds)", _drop_empty(display, always=calibrated),
                  guards, legend=CALIBRATION_LEGEND if a.calibrated else "")
 
 
