@@ -388,7 +388,7 @@ def test_html_page_in_headless_chromium(browser: str, report: tuple[Path, dict[s
     assert "<title>c,a,b,d|a,c,b,d</title>" in _dump_dom(browser, page)
 
 
-# ---- seed-aware significance, ranks and calibration on their own small stores ----------------------
+# ---- seed-aware significance, ranks, calibration and controls on their own small stores -----------
 
 def _board(a: Any, task: str) -> pd.DataFrame:
     from harness.report.tables import leaderboard
@@ -463,3 +463,33 @@ def test_calibration_in_leaderboards_and_guards(report: tuple[Path, dict[str, An
     assert row["ece"] < guards[(guards["task"] == "sentiment") & (guards["strategy"] == "ce")].iloc[0]["ece"]
     assert "| ECE " in (out / "guards.md").read_text()
     assert not any(n.startswith("no calibration statistics") for n in payload["notes"])
+
+
+def test_controls_are_generic_and_ce_continued_gets_its_own_column() -> None:
+    """With ce_continued in the store, every strategy started from a checkpoint (reinforce and
+    constant_reward here, from ce) is compared with it in its own column; focal, trained from the
+    pretrained model, is not; sampling strategies are still compared with constant_reward."""
+    records = []
+    for task in ("sentiment", "translation"):
+        ce = [completed(task, "ce", s, 0.35) for s in (1, 2, 3)]
+        records += ce
+        records += [completed(task, "ce_continued", s, 0.3, init_from=ce[s - 1].hash) for s in (1, 2, 3)]
+        records += [completed(task, "reinforce", s, 0.05, sampling=True, init_from=ce[s - 1].hash) for s in (1, 2, 3)]
+        records += [completed(task, "constant_reward", s, 0.35, sampling=True, init_from=ce[s - 1].hash)
+                    for s in (1, 2, 3)]
+        records += [completed(task, "focal", s, 0.3) for s in (1, 2, 3)]
+    a = analyse(records, n_resamples=200)
+    main = a.comparisons[a.comparisons["main"]]
+    for task in ("sentiment", "translation"):
+        assert a.controls(task) == ["constant_reward", "ce_continued"]
+        against = set(main[(main["task"] == task) & (main["baseline"] == "ce_continued")]["strategy"])
+        assert against == {"reinforce", "constant_reward"}
+        assert set(main[(main["task"] == task) & (main["baseline"] == "constant_reward")]["strategy"]) == {"reinforce"}
+        board = _board(a, task)
+        assert board.loc["ce_continued", "Δ vs ce_continued [95% CI]"] == "control"
+        assert board.loc["focal", "Δ vs ce_continued [95% CI]"] == "—"
+        assert board.loc["reinforce", "p vs ce_continued (Holm)"].endswith("*")
+        assert a.strategies(task)[:3] == ["ce", "constant_reward", "ce_continued"]
+    without = analyse([r for r in records if r.reward != "ce_continued"], n_resamples=100)
+    assert without.controls("sentiment") == ["constant_reward"]
+    assert not any("ce_continued" in column for column in _board(without, "sentiment").columns)

@@ -1,5 +1,5 @@
 """From run records to the numbers a report shows: seed summaries, seed-aware significance against
-the `ce` baseline and the constant-reward control, tied ranks, the cross-task leaderboard, calibration, guard
+the `ce` baseline and the controls, tied ranks, the cross-task leaderboard, calibration, guard
 metrics and cost. Only numbers, in DataFrames with NaN where a cell has no value;
 `harness.report.tables` formats and writes them.
 
@@ -13,7 +13,7 @@ import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,29 @@ def is_sampling(strategy: str) -> bool:
     return cls is not None and cls.family == "sampling"
 
 
-CONTROL = ConstantReward.name
+def started_from_checkpoint(runs: list[RunRecord]) -> bool:
+    """Whether the cell's runs started from another run's checkpoint (a strategy class with
+    `init_from`, e.g. "ce", whose parent run existed): the records say, not the class."""
+    return any(r.init_from for r in runs)
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control run that strategies are compared with, in its own leaderboard column, on every
+    task where the store has it: `applies(strategy, its completed runs)` says which strategies."""
+    name: str
+    what: str  # what the control is (methods text)
+    compares: str  # which strategies are compared with it, in words
+    applies: Callable[[str, list[RunRecord]], bool]
+
+
+CONTROLS: tuple[Control, ...] = (
+    Control(ConstantReward.name, "the same policy-gradient training with a reward that says nothing about the output",
+            "sampling strategies", lambda strategy, runs: is_sampling(strategy)),
+    Control("ce_continued", "cross-entropy continued from the ce checkpoint with the same schedule",
+            "strategies started from a checkpoint", lambda strategy, runs: started_from_checkpoint(runs)),
+)
+CONTROL_NAMES = tuple(c.name for c in CONTROLS)
 
 
 @dataclass
@@ -67,10 +89,17 @@ class Analysis:
         rows = self.cells if task is None else self.cells[self.cells["task"] == task]
         return ordered(rows["strategy"].unique())
 
+    def controls(self, task: str) -> list[str]:
+        """The controls the task's strategies are compared with (those the store has there)."""
+        rows = self.comparisons[(self.comparisons["task"] == task) & self.comparisons["main"]]
+        present = set(rows["baseline"])
+        return [name for name in CONTROL_NAMES if name in present]
+
 
 def ordered(strategies: Iterable[str]) -> list[str]:
-    """The baseline first, the control second, then alphabetical."""
-    return sorted(set(strategies), key=lambda s: (s != BASELINE, s != CONTROL, s))
+    """The baseline first, the controls next, then alphabetical."""
+    rank = {name: i for i, name in enumerate((BASELINE, *CONTROL_NAMES))}
+    return sorted(set(strategies), key=lambda s: (rank.get(s, len(rank)), s))
 
 
 def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) -> Analysis:
@@ -249,18 +278,19 @@ _COMPARISON_COLUMNS = ["task", "metric", "main", "strategy", "baseline", "n", "n
 def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict[tuple[str, str], list[RunRecord]],
                  metrics: dict[str, str]) -> pd.DataFrame:
     """Seed-aware tests on the same task: every strategy against `ce` on the main metric and on each
-    calibration metric, and the sampling strategies against the constant-reward control (main
-    metric). Holm-adjusted within each (task, metric, baseline) family of the comparisons that can
-    be tested (both sides with at least `MIN_TEST_SEEDS` seeds)."""
+    calibration metric, and against each control present (main metric) the strategies it applies
+    to. Holm-adjusted within each (task, metric, baseline) family of the comparisons that can be
+    tested (both sides with at least `MIN_TEST_SEEDS` seeds)."""
+    applies = {c.name: c.applies for c in CONTROLS}
     rows = []
     for task, by_metric in runs.items():
         for metric, by_strategy in by_metric.items():
             main = metric == metrics[task]
-            for baseline in (BASELINE, *((CONTROL,) if main else ())):
+            for baseline in (BASELINE, *(CONTROL_NAMES if main else ())):
                 if baseline not in by_strategy:
                     continue
                 family = [s for s in by_strategy if s != baseline
-                          and (baseline == BASELINE or is_sampling(s))]
+                          and (baseline == BASELINE or applies[baseline](s, groups[(task, s)]))]
                 tests = {s: stats.seed_aware_test(by_strategy[s], by_strategy[baseline]) for s in family}
                 testable = [s for s in family if not math.isnan(tests[s].p_value)]
                 adjusted = dict(zip(testable, stats.holm([tests[s].p_value for s in testable])))

@@ -5,9 +5,9 @@ Which files they are written to, and in which formats, is `harness.report.writer
 
 Tables: summary (task × strategy: main test metric, mean ± std over seeds), overall (the cross-task
 leaderboard: mean tied rank, wins/ties/losses against ce, mean standardised effect, per-task cells),
-leaderboard_<task> (ranks, CIs, Δ vs ce and vs the constant-reward control with seed-aware CIs and
-Holm p-values, standardised effect, calibration, guard metrics, cost, all metrics), guards, cost and
-not_completed. Refused and failed cells say so, never 0.
+leaderboard_<task> (ranks, CIs, Δ vs ce and vs each control with seed-aware CIs and Holm p-values,
+standardised effect, calibration, guard metrics, cost, all metrics), guards, cost and not_completed.
+Refused and failed cells say so, never 0.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.analysis import (ALPHA, BASELINE, CALIBRATION, CONTROL, MIN_SEEDS, MIN_TEST_SEEDS,
+from harness.report.analysis import (ALPHA, BASELINE, CALIBRATION, CONTROLS, MIN_SEEDS, MIN_TEST_SEEDS,
                                      REPETITION_N, Analysis, status_words)
 
 FEW_SEEDS = "†"
@@ -140,14 +140,14 @@ def _seeds_text(cell: pd.Series) -> str:
 
 
 def leaderboard(a: Analysis, task: str) -> Table:
-    """One task's strategies by tied rank: score and spread, CI, differences to ce and to the
-    control, standardised effect, calibration, guard metrics, cost and the other test metrics."""
+    """One task's strategies by tied rank: score and spread, CI, differences to ce and to each
+    control present, standardised effect, calibration, guard metrics, cost and the other test metrics."""
     metric = a.metrics[task]
     cells = a.cells[a.cells["task"] == task].set_index("strategy")
     guards = a.guards[a.guards["task"] == task].set_index("strategy")
     cost = a.cost[a.cost["task"] == task].set_index("strategy")
     means = a.test_means[a.test_means["task"] == task].pivot(index="strategy", columns="metric", values="mean")
-    has_control = ((a.comparisons["task"] == task) & (a.comparisons["baseline"] == CONTROL)).any()
+    controls = a.controls(task)
     calibrated = task in a.calibrated
 
     def position(strategy: str) -> tuple[bool, float, float, str]:
@@ -158,15 +158,15 @@ def leaderboard(a: Analysis, task: str) -> Table:
     display, data = [], []
     for strategy in sorted(a.strategies(task), key=position):
         cell = cells.loc[strategy]
-        vs = {b: _comparison(a, task, strategy, b) for b in (BASELINE, CONTROL)}
+        vs = {b: _comparison(a, task, strategy, b) for b in (BASELINE, *controls)}
         row = {"rank": MISSING if math.isnan(cell["rank"]) else str(int(cell["rank"])), "strategy": strategy,
                "seeds": _seeds_text(cell), metric: score(cell, with_n=False), "95% CI": _interval(cell),
                "Δ vs ce [95% CI]": "baseline" if strategy == BASELINE else _delta(vs[BASELINE]),
                "p (Holm)": _p(vs[BASELINE]),
                "g vs ce": MISSING if vs[BASELINE] is None else num(vs[BASELINE]["effect"], signed=True)}
-        if has_control:
-            row["Δ vs control [95% CI]"] = "control" if strategy == CONTROL else _delta(vs[CONTROL])
-            row["p vs control (Holm)"] = _p(vs[CONTROL])
+        for control in controls:
+            row[f"Δ vs {control} [95% CI]"] = "control" if strategy == control else _delta(vs[control])
+            row[f"p vs {control} (Holm)"] = _p(vs[control])
         numbers = {"strategy": strategy, **cell.drop("task").to_dict()}
         for baseline, c in vs.items():
             if c is not None:
@@ -308,8 +308,8 @@ def methods(a: Analysis) -> list[str]:
         f"adjusted p < {ALPHA}. 'seed sd' is the root mean square of the two strategies' seed standard deviations: "
         "a Δ smaller than it is within seed-to-seed noise, whatever its p-value (the bootstrap covers test-set "
         "sampling only).",
-        f"Sampling strategies are also compared with the constant-reward control ({CONTROL}): the same training, "
-        "with a reward that says nothing about the output.",
+        "Controls, each in its own leaderboard column where the store has it: "
+        + "; ".join(f"{c.name} ({c.what}) with {c.compares}" for c in CONTROLS) + ".",
         "Ranks: strategies sorted by mean; the best unranked strategy and those after it that are not "
         "significantly worse (pairwise paired bootstrap, Holm over the leader's comparisons) share a rank.",
         "Overall: mean rank over the tasks a strategy is ranked on; over the tasks with a ce cell, the mean "
