@@ -135,3 +135,25 @@ def test_report_renders_from_v1_records(tmp_path, capsys):
         {key: score for key, (_, _, score, _, _) in V1_RUNS.items()}
     assert "## sentiment" in capsys.readouterr().out
     assert not list(V1.rglob("*.tmp")) and not (V1 / "sessions").exists(), "the fixture store is left as it was"
+
+
+def test_report_marks_what_v1_records_lack(tmp_path):
+    """The v1 records predate calibration: ner and sentiment measure it now, so their leaderboards and
+    the guards table keep the ECE, NLL and Brier columns, as —, and a warning counts the records;
+    translation has no such columns. Each cell has one seed: no test, no rank."""
+    out = tmp_path / "report"
+    main(["report", "--store", str(V1), "--out", str(out), "--resamples", "50", "--format", "md,json"])
+    payload = json.loads((out / "summary.json").read_text())
+    (note,) = [n for n in payload["notes"] if n.startswith("no calibration statistics")]
+    assert note.startswith("no calibration statistics in 2 record(s) (ner: 1, sentiment: 1)")
+    assert note in (out / "methods.md").read_text()
+    for task in ("ner", "sentiment"):
+        board = (out / f"leaderboard_{task}.md").read_text().splitlines()
+        header = next(line for line in board if line.startswith("| rank"))
+        cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in board[board.index(header) + 2].split("|")]))
+        assert cells["ECE"] == cells["NLL"] == cells["Brier"] == "—" and cells["rank"] == "—"
+    assert "ECE" not in (out / "leaderboard_translation.md").read_text()
+    guards = (out / "guards.md").read_text()
+    assert "| ECE " in guards and "| ner " in guards
+    assert any(n.startswith("one seed in every cell") for n in payload["notes"])
+    assert not any(c["testable"] for c in payload["comparisons"])

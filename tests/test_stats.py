@@ -1,6 +1,8 @@
-"""The report's statistics against known values: the t interval against scipy, Holm against a textbook
-example, the paired bootstrap against a plain numpy loop on a fixed seed, resampled corpus metrics
-against the task scorers rerun from scratch on each resample, and tied ranks."""
+"""The report's statistics against known values and by simulation: the t interval against scipy, Holm
+against a textbook example, the paired bootstrap against a plain numpy loop on a fixed seed,
+resampled corpus metrics (calibration included) against the task scorers rerun from scratch on each
+resample, the seed-aware test's size on simulated null grids, the overall aggregate's centring under
+the null, and tied ranks consistent with the pairwise tests."""
 from __future__ import annotations
 
 import math
@@ -10,9 +12,8 @@ import pytest
 import scipy.stats
 
 from harness.report import stats
-from harness.report.analysis import normalised_change
 from tasks.base import get_task
-from tests.synthetic import predictions, references
+from tests.synthetic import calibration, predictions, references
 
 
 def test_seed_summary_is_the_student_t_interval() -> None:
@@ -98,6 +99,24 @@ def test_resampled_scores_equal_the_scorer_rerun_on_each_resample(task_name: str
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("task_name", ["ner", "sentiment"])
+def test_resampled_calibration_equals_the_aggregate_on_each_resample(task_name: str) -> None:
+    """ECE, NLL and Brier from per-example bin counts whose occupied bins differ from example to
+    example (an absent bin counts as empty): each resample's values are the aggregate's on it."""
+    task = get_task(task_name)
+    refs = references(task_name)
+    preds = predictions(task_name, 0.3, 1)
+    per_example = [{**s, **c} for s, c in zip(task.score(preds, refs).per_example,
+                                              calibration(task_name, preds, refs, 0.8, 1))]
+    assert len({tuple(sorted(row["cal_bins"])) for row in per_example}) > 1
+    indices = stats.resample_indices(len(refs), 12, seed=5)
+    metrics = [task.main_metric, "ece", "nll", "brier"]
+    got = stats.resampled_metrics(per_example, task.aggregate, metrics, indices)
+    for metric in metrics:
+        expected = [task.aggregate([per_example[i] for i in row])[metric] for row in indices]
+        np.testing.assert_allclose(got[metric], expected, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("error", [0.0, 1.0])
 def test_resampled_scores_of_degenerate_classifiers(error: float) -> None:
     """Always right or always wrong: summed labels balance by chance on some resamples, so a
@@ -113,39 +132,177 @@ def test_resampled_scores_of_degenerate_classifiers(error: float) -> None:
         np.testing.assert_allclose(got, expected, atol=1e-9)
 
 
+def _significant(n: int, *pairs: tuple[int, int]) -> np.ndarray:
+    sig = np.zeros((n, n), dtype=bool)
+    for i, j in pairs:
+        sig[i, j] = sig[j, i] = True
+    return sig
+
+
 def test_tied_ranks_tie_what_is_not_significant() -> None:
     means = [90.0, 89.9, 85.0, 84.9]
-    p = np.ones((4, 4))
-    p[0, 2] = p[2, 0] = p[0, 3] = p[3, 0] = 0.001  # the leader beats 2 and 3; 0 vs 1 and 2 vs 3 do not differ
-    assert stats.tied_ranks(means, p).tolist() == [1, 1, 3, 3]
-    assert stats.tied_ranks(means, np.ones((4, 4))).tolist() == [1, 1, 1, 1]
-    everything = np.full((4, 4), 0.001)
+    # the leader beats 2 and 3; 0 vs 1 and 2 vs 3 do not differ
+    assert stats.tied_ranks(means, _significant(4, (0, 2), (0, 3))).tolist() == [1, 1, 3, 3]
+    assert stats.tied_ranks(means, _significant(4)).tolist() == [1, 1, 1, 1]
+    everything = _significant(4, *[(i, j) for i in range(4) for j in range(i)])
     assert stats.tied_ranks(means, everything).tolist() == [1, 2, 3, 4]
+
+
+def test_tied_ranks_never_tie_a_significant_pair() -> None:
+    """Today's failure: the leader (ce) does not differ from the runner-up, the runner-up does not
+    differ from a third, but the third is significantly below the leader: it must not share rank 1."""
+    means = [80.0, 79.0, 78.0]  # ce, a, reinforce
+    ranks = stats.tied_ranks(means, _significant(3, (0, 2)))
+    assert ranks.tolist() == [1, 1, 3]
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # any means and any pattern of significant pairs
+        n = int(rng.integers(2, 8))
+        means = rng.normal(size=n)
+        upper = np.triu(rng.random((n, n)) < 0.3, 1)
+        sig = upper | upper.T
+        ranks = stats.tied_ranks(means, sig)
+        for i in range(n):
+            for j in range(n):
+                if sig[i, j]:
+                    assert ranks[i] != ranks[j]
+                if means[i] > means[j]:
+                    assert ranks[i] <= ranks[j]  # ranks never contradict the means
 
 
 def test_tied_ranks_follow_the_order_of_the_means() -> None:
     """A significantly worse strategy closes the leader's group even if a lower one is not
     significantly worse (its interval is wider): ranks never contradict the means."""
     means = [80.0, 90.0, 70.0]
-    p = np.ones((3, 3))
-    p[1, 0] = p[0, 1] = 0.001  # 90 vs 80 significant, 90 vs 70 not
-    assert stats.tied_ranks(means, p).tolist() == [2, 1, 2]
+    assert stats.tied_ranks(means, _significant(3, (0, 1))).tolist() == [2, 1, 2]
 
 
-def test_holm_inside_tied_ranks() -> None:
-    """Raw p = 0.03 and 0.04 against the leader: Holm makes them 0.06 and 0.06, so all tie."""
-    means = [3.0, 2.0, 1.0]
-    p = np.ones((3, 3))
-    p[0, 1] = p[1, 0] = 0.03
-    p[0, 2] = p[2, 0] = 0.04
-    assert stats.tied_ranks(means, p).tolist() == [1, 1, 1]
+# ---- the seed-aware test by simulation -------------------------------------------------------------
+
+N_EXAMPLES, N_SEEDS, SEED_SD, RESAMPLES, GRIDS = 1000, 3, 0.5, 200, 4000
 
 
-def test_normalised_change_follows_marx_and_cummings() -> None:
-    assert normalised_change(60, 50) == pytest.approx(20.0)  # closes 10 of the 50 points of headroom
-    assert normalised_change(40, 50) == pytest.approx(-20.0)  # gives up 10 of the 50 points held
-    assert normalised_change(50, 50) == 0.0
-    # the cases a gain relative to ce's score cannot express: ce at 0 and ce at the ceiling
-    assert normalised_change(5, 0) == pytest.approx(5.0) and normalised_change(0, 0) == 0.0
-    assert normalised_change(90, 100) == pytest.approx(-10.0) and normalised_change(100, 100) == 0.0
-    assert normalised_change(100, 0) == 100.0 and normalised_change(0, 100) == -100.0
+def _mean_aggregate(rows: list[dict]) -> dict[str, float]:
+    return {"score": float(np.mean([r["score"] for r in rows]))}
+
+
+def _null_grids(rng: np.random.Generator, grids: int, shift_sd: float, effect_sd: float, counts: np.ndarray,
+                seeds: int = N_SEEDS) -> tuple[np.ndarray, ...]:
+    """`grids` simulated test sets of a mean metric (points, 0-100 scale), each scored by `seeds`
+    runs of a strategy with no effect and of ce: example difficulty shared by every run; per run a
+    shift of the whole run (SD `shift_sd`) plus per-example noise, together a seed-to-seed SD of
+    `SEED_SD` points; per example an effect of the strategy that is zero on average over the
+    population of examples (SD `effect_sd`: the test-set sampling source). Returns the full-set
+    scores [grids, seeds] and resampled scores [grids, seeds, B] of both."""
+    noise_sd = math.sqrt((SEED_SD ** 2 - shift_sd ** 2) * N_EXAMPLES)
+    difficulty = rng.normal(70, 20, (grids, 1, N_EXAMPLES))
+    effect = rng.normal(0, effect_sd, (grids, 1, N_EXAMPLES))
+
+    def runs(extra: np.ndarray | float) -> np.ndarray:
+        return (difficulty + extra + rng.normal(0, shift_sd, (grids, seeds, 1))
+                + rng.normal(0, noise_sd, (grids, seeds, N_EXAMPLES)))
+
+    system, baseline = runs(effect), runs(0.0)
+    return (system.mean(-1), system @ counts.T / N_EXAMPLES, baseline.mean(-1), baseline @ counts.T / N_EXAMPLES,
+            system, baseline)
+
+
+def _counts(indices: np.ndarray) -> np.ndarray:
+    counts = np.zeros(indices.shape)
+    np.add.at(counts, (np.arange(len(indices))[:, None], indices), 1)
+    return counts
+
+
+def test_simulated_resamples_are_the_reports():
+    """The simulation's matrix shortcut is what `resampled_scores` computes for a mean metric."""
+    indices = stats.resample_indices(N_EXAMPLES, RESAMPLES, seed=1)
+    *_, system, _ = _null_grids(np.random.default_rng(5), 1, 0.3, 5.0, _counts(indices))
+    rows = [{"score": float(v)} for v in system[0, 0]]
+    np.testing.assert_allclose(stats.resampled_scores(rows, _mean_aggregate, "score", indices),
+                               system[0, 0] @ _counts(indices).T / N_EXAMPLES, rtol=1e-9)
+
+
+@pytest.mark.parametrize("regime, shift_sd, effect_sd", [
+    ("seeds shift whole runs", 0.45, 0.0),  # what the test-set bootstrap alone cannot see
+    ("shifts, per-example noise and per-example effects", 0.3, 8.0),
+])
+def test_seed_aware_test_holds_its_size_on_null_grids(regime: str, shift_sd: float, effect_sd: float) -> None:
+    """A strategy with no true effect whose seeds vary (seed SD 0.5 points, 3 seeds, 1,000 test
+    examples): the nominal 5% test rejects on at most 6% of simulated grids, at 95% confidence
+    (one-sided Clopper-Pearson bound on the rejection rate over 4,000 independent grids); the
+    test-set bootstrap of the seed means, the report's former test, rejects far more often where
+    seeds shift whole runs."""
+    indices = stats.resample_indices(N_EXAMPLES, RESAMPLES, seed=1)
+    counts, rng = _counts(indices), np.random.default_rng(2024)
+    rejected = old_rejected = 0
+    for block in range(0, GRIDS, 500):  # blocks of grids bound memory
+        scores, resampled, base_scores, base_resampled, _, _ = _null_grids(rng, 500, shift_sd, effect_sd, counts)
+        out = stats.seed_aware(scores, resampled, base_scores, base_resampled)
+        rejected += int(np.count_nonzero(out["p"] < 0.05))
+        old_rejected += sum(stats.paired_bootstrap(a.mean(0), b.mean(0), d).p_value < 0.05
+                            for a, b, d in zip(resampled, base_resampled, out["delta"]))
+    upper = scipy.stats.beta.ppf(0.95, rejected + 1, GRIDS - rejected)  # Clopper-Pearson, one-sided 95%
+    assert upper <= 0.06, f"{regime}: {rejected}/{GRIDS} rejected, upper bound {upper:.3f}"
+    assert rejected / GRIDS >= 0.02, f"{regime}: {rejected}/{GRIDS}: far below nominal, the test has lost power"
+    if effect_sd == 0:
+        assert old_rejected / GRIDS > 0.2
+
+
+def test_seed_aware_test_has_power_and_consistent_intervals() -> None:
+    """A real effect of 2 points (4 seed SDs) is found on nearly every grid; the interval excludes 0
+    exactly when p < 0.05."""
+    indices = stats.resample_indices(N_EXAMPLES, RESAMPLES, seed=1)
+    scores, resampled, base_scores, base_resampled, _, _ = _null_grids(np.random.default_rng(3), 300, 0.3, 8.0,
+                                                                       _counts(indices))
+    out = stats.seed_aware(scores + 2.0, resampled + 2.0, base_scores, base_resampled)
+    assert np.mean(out["p"] < 0.05) > 0.9
+    excludes = (out["ci_low"] > 0) | (out["ci_high"] < 0)
+    assert np.array_equal(excludes, out["p"] < 0.05)
+
+
+def test_one_seed_allows_no_test() -> None:
+    runs = stats.Runs([80.0], np.full((1, 10), 80.0))
+    ce = stats.Runs([70.0, 71.0, 72.0], np.full((3, 10), 71.0))
+    for a, b in ((runs, ce), (ce, runs)):
+        result = stats.seed_aware_test(a, b)
+        assert abs(result.delta) == 9.0 and math.isnan(result.p_value) and math.isnan(result.ci_low)
+        assert math.isnan(result.effect) and not math.isnan(result.p_run)
+
+
+def test_seed_aware_variance_adds_both_sources() -> None:
+    """se² is the seeds' variance plus the test-set variance of the seed-averaged difference; runs that
+    differ from the baseline's only by a shift add no test-set variance."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, (1, 50))
+    system = stats.Runs([1.0, 2.0, 3.0], noise + np.array([[1.0], [2.0], [3.0]]))
+    baseline = stats.Runs([0.0, 0.0, 0.0], np.zeros((3, 50)))
+    result = stats.seed_aware_test(system, baseline)
+    assert result.seed_var == pytest.approx(1 / 3) and result.example_var == pytest.approx(np.var(noise, ddof=1))
+    assert result.se ** 2 == pytest.approx(result.seed_var + result.example_var)
+    # Welch–Satterthwaite: only the seed part is estimated from few values (2 degrees of freedom)
+    assert result.df == pytest.approx(result.se ** 4 / ((1 / 3) ** 2 / 2))
+    shifted = stats.Runs([1.0, 2.0, 3.0], np.tile(noise, (3, 1)) + np.array([[1.0], [2.0], [3.0]]))
+    assert stats.seed_aware_test(shifted, stats.Runs([0.0] * 3, np.tile(noise, (3, 1)))).example_var == pytest.approx(0)
+
+
+# ---- the overall aggregate under the null ----------------------------------------------------------
+
+def test_overall_aggregate_is_centred_on_zero_for_a_null_strategy() -> None:
+    """Four tasks at different places on the 0-100 scale, ce steady and the strategy noisy (seed SD
+    2 points against 0.5), no true effect anywhere: the mean standardised effect over tasks and
+    wins − losses are centred on zero; the former mean normalised change, in the same simulation,
+    is not (it divides gains by ce's small headroom near 100 and losses by its large score)."""
+    rng = np.random.default_rng(11)
+    grids, levels = 4000, np.array([30.0, 60.0, 90.0, 97.0])
+    system = levels[None, :, None] + rng.normal(0, 2.0, (grids, levels.size, N_SEEDS))
+    ce = levels[None, :, None] + rng.normal(0, 0.5, (grids, levels.size, N_SEEDS))
+    g = stats.standardised_effect(system, ce)  # [grids, tasks]
+    mean_g = g.mean(-1)
+    assert abs(mean_g.mean()) < 3 * mean_g.std(ddof=1) / math.sqrt(grids)
+    flat = np.zeros((*system.shape, 2))  # resampled scores without test-set variance: the seeds' alone
+    p = stats.seed_aware(system, flat, ce, flat)["p"]
+    delta = system.mean(-1) - ce.mean(-1)
+    net = ((p < 0.05) & (delta > 0)).sum(-1) - ((p < 0.05) & (delta < 0)).sum(-1)
+    assert abs(net.mean()) < 3 * net.std(ddof=1) / math.sqrt(grids)
+    s, b = system.mean(-1), ce.mean(-1)
+    normalised = np.where(s > b, 100 * (s - b) / (100 - b), 100 * (s - b) / b).mean(-1)
+    assert normalised.mean() > 5 * normalised.std(ddof=1) / math.sqrt(grids)

@@ -1,7 +1,7 @@
-"""From run records to the numbers a report shows: seed summaries, significance against the `ce`
-baseline and the constant-reward control, tied ranks, the cross-task leaderboard, guard metrics
-and cost. Only numbers, in DataFrames with NaN where a cell has no value; `harness.report.tables`
-formats and writes them.
+"""From run records to the numbers a report shows: seed summaries, seed-aware significance against
+the `ce` baseline and the controls, tied ranks, the cross-task leaderboard, calibration, guard
+metrics and cost. Only numbers, in DataFrames with NaN where a cell has no value;
+`harness.report.tables` formats and writes them.
 
 A cell is one task × strategy. A strategy is a reward name, with its parameters appended when
 the records hold the same reward with different parameters, so such variants are never averaged.
@@ -13,7 +13,7 @@ import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -25,26 +25,60 @@ from rewards.constant_reward import ConstantReward
 from tasks.base import get_task
 
 BASELINE = "ce"
-CONTROL = ConstantReward.name
 ALPHA = 0.05
-MIN_SEEDS = 3
+MIN_SEEDS = 3  # fewer: a warning (spreads and intervals are unreliable)
+MIN_TEST_SEEDS = 2  # fewer on either side: no test, no star, no rank (nothing is known about seed variance)
+CALIBRATION = ("ece", "nll", "brier")  # calibration test metrics of classification and tagging; lower is better
 REPETITION_N = 2  # repetition rate over word n-grams of this order (outputs are 10-30 words long)
 NOT_STATISTICS = ("prediction", "reference")  # the other keys of a test example are its statistics
+
+
+def is_sampling(strategy: str) -> bool:
+    cls = REWARDS.get(strategy.split("[")[0])
+    return cls is not None and cls.family == "sampling"
+
+
+def started_from_checkpoint(runs: list[RunRecord]) -> bool:
+    """Whether the cell's runs started from another run's checkpoint (a strategy class with
+    `init_from`, e.g. "ce", whose parent run existed): the records say, not the class."""
+    return any(r.init_from for r in runs)
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control run that strategies are compared with, in its own leaderboard column, on every
+    task where the store has it: `applies(strategy, its completed runs)` says which strategies."""
+    name: str
+    what: str  # what the control is (methods text)
+    compares: str  # which strategies are compared with it, in words
+    applies: Callable[[str, list[RunRecord]], bool]
+
+
+CONTROLS: tuple[Control, ...] = (
+    Control(ConstantReward.name, "the same policy-gradient training with a reward that says nothing about the output",
+            "sampling strategies", lambda strategy, runs: is_sampling(strategy)),
+    Control("ce_continued", "cross-entropy continued from the ce checkpoint with the same schedule",
+            "strategies started from a checkpoint", lambda strategy, runs: started_from_checkpoint(runs)),
+)
+CONTROL_NAMES = tuple(c.name for c in CONTROLS)
 
 
 @dataclass
 class Analysis:
     cells: pd.DataFrame  # task, strategy, metric, status, n, n_failed, n_refused, mean, std, ci_low, ci_high, rank, why
-    test_means: pd.DataFrame  # task, strategy, metric, mean, std: every test metric of completed cells
-    comparisons: pd.DataFrame  # task, strategy, baseline, delta, ci_low, ci_high, p, p_holm, significant, seed_sd
-    overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, tasks, mean_gain_points, mean_normalised_change_pct
-    guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy
+    test_means: pd.DataFrame  # task, strategy, metric, mean, std, n: every test metric of completed cells
+    comparisons: pd.DataFrame  # task, metric, main, strategy, baseline, n, n_baseline, delta, ci_low, ci_high, se,
+    #                            df, p, p_holm, significant, testable, effect, seed_sd, p_run, lower_is_better
+    overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, tasks_scored, wins, ties, losses, tasks_tested,
+    #                        mean_effect, tasks_effect
+    guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy, ece, nll, brier
     cost: pd.DataFrame  # task, strategy, hardware, seconds, seconds_with_start, samples_per_second, delta, ...
     runs: pd.DataFrame  # one row per record: task, strategy, seed, status, hash, score, seconds, why
     groups: dict[tuple[str, str], list[RunRecord]]  # completed records per cell
     metrics: dict[str, str]  # task -> main metric
     n_resamples: int
     seed: int
+    calibrated: list[str] = field(default_factory=list)  # tasks whose records can carry calibration
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -55,15 +89,17 @@ class Analysis:
         rows = self.cells if task is None else self.cells[self.cells["task"] == task]
         return ordered(rows["strategy"].unique())
 
+    def controls(self, task: str) -> list[str]:
+        """The controls the task's strategies are compared with (those the store has there)."""
+        rows = self.comparisons[(self.comparisons["task"] == task) & self.comparisons["main"]]
+        present = set(rows["baseline"])
+        return [name for name in CONTROL_NAMES if name in present]
+
 
 def ordered(strategies: Iterable[str]) -> list[str]:
-    """The baseline first, the control second, then alphabetical."""
-    return sorted(set(strategies), key=lambda s: (s != BASELINE, s != CONTROL, s))
-
-
-def is_sampling(strategy: str) -> bool:
-    cls = REWARDS.get(strategy.split("[")[0])
-    return cls is not None and cls.family == "sampling"
+    """The baseline first, the controls next, then alphabetical."""
+    rank = {name: i for i, name in enumerate((BASELINE, *CONTROL_NAMES))}
+    return sorted(set(strategies), key=lambda s: (rank.get(s, len(rank)), s))
 
 
 def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) -> Analysis:
@@ -83,19 +119,20 @@ def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) ->
         metrics[task] = get_task(task).main_metric
     notes: list[str] = []
     cells = _cells(records, labels, metrics, notes)
-    scores = {task: _bootstrap_scores(task, metrics[task], groups, n_resamples, seed, notes) for task in metrics}
-    means = cells.set_index(["task", "strategy"])["mean"]
-    stds = cells.set_index(["task", "strategy"])["std"]
-    comparisons = _comparisons(scores, means, stds)
-    ranks = {(task, strategy): rank for task, by_strategy in scores.items() if by_strategy
-             for strategy, rank in zip(by_strategy, _ranks(by_strategy, [means[(task, s)] for s in by_strategy]))}
+    calibrated = _calibration_notes(groups, notes)
+    runs = {task: _task_runs(task, metrics[task], groups, n_resamples, seed, notes) for task in sorted(metrics)}
+    comparisons = _comparisons(runs, groups, metrics)
+    ranks = {(task, strategy): rank for task in runs
+             for strategy, rank in _ranks(runs[task].get(metrics[task], {}), comparisons, task, metrics[task]).items()}
     cells["rank"] = [ranks.get(key, math.nan) for key in zip(cells["task"], cells["strategy"])]
+    _one_seed_notes(cells, notes)
     _check_cells(groups, notes)
     by_hash = {r.hash: r for r in records}
-    return Analysis(cells=cells, test_means=_test_means(groups), comparisons=comparisons,
-                    overall=_overall(cells), guards=_guards(groups), cost=_cost(groups, cells, by_hash),
-                    runs=_runs(records, labels, metrics), groups=dict(groups), metrics=metrics,
-                    n_resamples=n_resamples, seed=seed, notes=notes)
+    test_means = _test_means(groups)
+    return Analysis(cells=cells, test_means=test_means, comparisons=comparisons,
+                    overall=_overall(cells, comparisons), guards=_guards(groups, test_means),
+                    cost=_cost(groups, cells, by_hash), runs=_runs(records, labels, metrics), groups=dict(groups),
+                    metrics=metrics, n_resamples=n_resamples, seed=seed, calibrated=calibrated, notes=notes)
 
 
 def strategy_labels(records: list[RunRecord]) -> dict[str, str]:
@@ -154,10 +191,55 @@ def _test_fingerprint(record: RunRecord) -> str:
     return hashlib.sha256(references.encode()).hexdigest()
 
 
-def _bootstrap_scores(task: str, metric: str, groups: dict[tuple[str, str], list[RunRecord]],
-                      n_resamples: int, seed: int, notes: list[str]) -> dict[str, np.ndarray]:
-    """Strategy -> [n_resamples] its main metric on each shared resample of the test set, the mean
-    over its seeds (each seed's corpus metric recomputed with the task's `aggregate`)."""
+def statistics_of(record: RunRecord) -> list[dict]:
+    """The per-example statistics of a run's test examples (what the task's `aggregate` reads)."""
+    return [{k: v for k, v in ex.items() if k not in NOT_STATISTICS} for ex in record.test_examples]
+
+
+def has_calibration(record: RunRecord) -> bool:
+    """Whether a completed run stored calibration: the test metrics and their per-example statistics."""
+    return (all(m in record.test for m in CALIBRATION) and bool(record.test_examples)
+            and all("cal_n" in ex for ex in record.test_examples))
+
+
+def calibration_applies(record: RunRecord) -> bool:
+    """Whether the run's task measures calibration: its aggregate turns calibration statistics into
+    ECE, NLL and Brier. Asked of the task's own aggregate (on the run's first example plus empty
+    calibration statistics), so a record written before calibration was measured still says it."""
+    if has_calibration(record):
+        return True
+    if not record.test_examples:
+        return False
+    probe = {**statistics_of(record)[0], "cal_n": 1, "cal_nll": 0.0, "cal_brier": 0.0, "cal_bins": {}}
+    try:
+        return set(CALIBRATION) <= set(get_task(record.task).aggregate([probe]))
+    except Exception:  # an aggregate that cannot read the probe does not measure calibration
+        return False
+
+
+def _calibration_notes(groups: dict[tuple[str, str], list[RunRecord]], notes: list[str]) -> list[str]:
+    """The tasks that measure calibration; a note on the completed records of those tasks that
+    carry no calibration statistics (written before the runs measured it)."""
+    calibrated, lacking = set(), Counter()
+    for (task, _), runs in sorted(groups.items()):
+        for record in runs:
+            if calibration_applies(record):
+                calibrated.add(task)
+                lacking[task] += not has_calibration(record)
+    total = sum(lacking.values())
+    if total:
+        where = ", ".join(f"{task}: {n}" for task, n in sorted(lacking.items()) if n)
+        notes.append(f"no calibration statistics in {total} record(s) ({where}), written before runs measured "
+                     "calibration: ECE, NLL and Brier are shown as — where no run of a cell has them, and "
+                     "compared only between runs that have them")
+    return sorted(calibrated)
+
+
+def _task_runs(task: str, metric: str, groups: dict[tuple[str, str], list[RunRecord]], n_resamples: int,
+               seed: int, notes: list[str]) -> dict[str, dict[str, stats.Runs]]:
+    """metric -> strategy -> its runs' scores on the full test set and on each shared resample
+    (each run's corpus metric recomputed with the task's `aggregate`), for the main metric and,
+    from the runs that stored them, the calibration metrics."""
     cells = {s: runs for (t, s), runs in groups.items() if t == task}
     fingerprint = {r.hash: _test_fingerprint(r) for runs in cells.values() for r in runs}
     if not fingerprint:
@@ -170,90 +252,144 @@ def _bootstrap_scores(task: str, metric: str, groups: dict[tuple[str, str], list
         return {}
     indices = stats.resample_indices(n_examples, n_resamples, seed)
     aggregate = get_task(task).aggregate
-    scores = {}
+    out: dict[str, dict[str, stats.Runs]] = defaultdict(dict)
     for strategy in ordered(cells):
         runs = cells[strategy]
         if any(fingerprint[r.hash] != common for r in runs):
             notes.append(f"{task} / {strategy}: scored on a different test set than the other strategies; "
                          "left out of the significance tests and ranks")
             continue
-        per_run = [stats.resampled_scores([{k: v for k, v in ex.items() if k not in NOT_STATISTICS}
-                                           for ex in r.test_examples], aggregate, metric, indices)
-                   for r in runs]
-        scores[strategy] = np.mean(per_run, axis=0)
-    return scores
+        resampled = [stats.resampled_metrics(statistics_of(r), aggregate,
+                                             [metric, *(CALIBRATION if has_calibration(r) else ())], indices)
+                     for r in runs]
+        out[metric][strategy] = stats.Runs([r.test[metric] for r in runs], [x[metric] for x in resampled])
+        for m in CALIBRATION:
+            have = [(r, x) for r, x in zip(runs, resampled) if m in x]
+            if have:
+                out[m][strategy] = stats.Runs([r.test[m] for r, _ in have], [x[m] for _, x in have])
+    return dict(out)
 
 
-def _comparisons(scores: dict[str, dict[str, np.ndarray]], means: pd.Series, stds: pd.Series) -> pd.DataFrame:
-    """Each strategy against `ce`, and each sampling strategy against the constant-reward control,
-    on the same task; Holm-adjusted within each (task, baseline) family."""
+_COMPARISON_COLUMNS = ["task", "metric", "main", "strategy", "baseline", "n", "n_baseline", "delta", "ci_low",
+                       "ci_high", "se", "df", "p", "p_holm", "significant", "testable", "effect", "seed_sd", "p_run",
+                       "lower_is_better"]
+
+
+def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict[tuple[str, str], list[RunRecord]],
+                 metrics: dict[str, str]) -> pd.DataFrame:
+    """Seed-aware tests on the same task: every strategy against `ce` on the main metric and on each
+    calibration metric, and against each control present (main metric) the strategies it applies
+    to. Holm-adjusted within each (task, metric, baseline) family of the comparisons that can be
+    tested (both sides with at least `MIN_TEST_SEEDS` seeds)."""
+    applies = {c.name: c.applies for c in CONTROLS}
     rows = []
-    for task, by_strategy in scores.items():
-        for baseline in (BASELINE, CONTROL):
-            if baseline not in by_strategy:
-                continue
-            family = [s for s in by_strategy if s != baseline and (baseline == BASELINE or is_sampling(s))]
-            tests = [stats.paired_bootstrap(by_strategy[s], by_strategy[baseline],
-                                            means[(task, s)] - means[(task, baseline)]) for s in family]
-            adjusted = stats.holm([t.p_value for t in tests]) if tests else []
-            for strategy, test, p_holm in zip(family, tests, adjusted):
-                rows.append({"task": task, "strategy": strategy, "baseline": baseline, "delta": test.delta,
-                             "ci_low": test.ci_low, "ci_high": test.ci_high, "p": test.p_value,
-                             "p_holm": float(p_holm), "significant": bool(p_holm < ALPHA),
-                             "seed_sd": math.sqrt((stds[(task, strategy)] ** 2 + stds[(task, baseline)] ** 2) / 2)})
-    columns = ["task", "strategy", "baseline", "delta", "ci_low", "ci_high", "p", "p_holm", "significant", "seed_sd"]
-    return pd.DataFrame(rows, columns=columns)
+    for task, by_metric in runs.items():
+        for metric, by_strategy in by_metric.items():
+            main = metric == metrics[task]
+            for baseline in (BASELINE, *(CONTROL_NAMES if main else ())):
+                if baseline not in by_strategy:
+                    continue
+                family = [s for s in by_strategy if s != baseline
+                          and (baseline == BASELINE or applies[baseline](s, groups[(task, s)]))]
+                tests = {s: stats.seed_aware_test(by_strategy[s], by_strategy[baseline]) for s in family}
+                testable = [s for s in family if not math.isnan(tests[s].p_value)]
+                adjusted = dict(zip(testable, stats.holm([tests[s].p_value for s in testable])))
+                for strategy in family:
+                    test, a, b = tests[strategy], by_strategy[strategy], by_strategy[baseline]
+                    p_holm = float(adjusted.get(strategy, math.nan))
+                    rows.append({"task": task, "metric": metric, "main": main, "strategy": strategy,
+                                 "baseline": baseline, "n": a.seeds, "n_baseline": b.seeds, "delta": test.delta,
+                                 "ci_low": test.ci_low, "ci_high": test.ci_high, "se": test.se, "df": test.df,
+                                 "p": test.p_value, "p_holm": p_holm, "significant": bool(p_holm < ALPHA),
+                                 "testable": strategy in adjusted, "effect": test.effect, "seed_sd": _pooled_sd(a, b),
+                                 "p_run": test.p_run, "lower_is_better": metric in CALIBRATION})
+    return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
 
 
-def _ranks(by_strategy: dict[str, np.ndarray], means: list[float]) -> np.ndarray:
-    """Tied ranks from pairwise paired-bootstrap p-values between every two strategies."""
-    names = list(by_strategy)
-    p = np.ones((len(names), len(names)))
-    for i, a in enumerate(names):
-        for j, b in enumerate(names[:i]):
-            p[i, j] = p[j, i] = stats.paired_bootstrap(by_strategy[a], by_strategy[b], means[i] - means[j]).p_value
-    return stats.tied_ranks(means, p, ALPHA)
+def _pooled_sd(a: stats.Runs, b: stats.Runs) -> float:
+    """√(((k−1)s²_a + (m−1)s²_b)/(k+m−2)): the seed-to-seed spread g divides by; NaN with two runs in all."""
+    dof = a.seeds + b.seeds - 2
+    squares = sum((r.seeds - 1) * float(np.var(r.scores, ddof=1)) for r in (a, b) if r.seeds > 1)
+    return math.sqrt(squares / dof) if dof > 0 else math.nan
 
 
-def normalised_change(score: float, baseline: float, top: float = 100.0) -> float:
-    """Marx & Cummings (2007) normalised change, in %: a gain as the share of `ce`'s headroom it
-    closes, (s − b)/(top − b); a loss as the share of `ce`'s score it gives up, (s − b)/b; 0 when equal.
-    Bounded in [−100, 100] and defined when `ce` scores 0 or `top`, unlike a gain relative to b."""
-    if score == baseline:
-        return 0.0
-    return 100 * (score - baseline) / ((top - baseline) if score > baseline else baseline)
+def _ranks(by_strategy: dict[str, stats.Runs], comparisons: pd.DataFrame, task: str, metric: str) -> dict[str, int]:
+    """Tied ranks of the strategies with at least `MIN_TEST_SEEDS` seeds (`stats.tied_ranks`). A pair
+    with a comparison shown in the leaderboard (against ce or a control) is decided by that
+    comparison; every other pair by the same seed-aware test, Holm-adjusted over those pairs."""
+    names = [s for s, runs in by_strategy.items() if runs.seeds >= MIN_TEST_SEEDS]
+    index = {s: i for i, s in enumerate(names)}
+    significant = np.zeros((len(names), len(names)), dtype=bool)
+    decided = set()
+    shown = comparisons[(comparisons["task"] == task) & (comparisons["metric"] == metric) & comparisons["testable"]]
+    for row in shown.itertuples():
+        if row.strategy in index and row.baseline in index:
+            i, j = index[row.strategy], index[row.baseline]
+            significant[i, j] = significant[j, i] = row.significant
+            decided.add(frozenset((i, j)))
+    others = [(i, j) for i in range(len(names)) for j in range(i) if frozenset((i, j)) not in decided]
+    p = [float(stats.seed_aware(by_strategy[names[i]].scores, by_strategy[names[i]].resampled,
+                                by_strategy[names[j]].scores, by_strategy[names[j]].resampled)["p"])
+         for i, j in others]
+    for (i, j), q in zip(others, stats.holm(p) if p else []):
+        significant[i, j] = significant[j, i] = q < ALPHA
+    ranks = stats.tied_ranks([by_strategy[s].mean for s in names], significant)
+    return {s: int(r) for s, r in zip(names, ranks)}
 
 
-def _overall(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy: mean tied rank over the tasks it is ranked on; over the tasks with a `ce` cell,
-    the mean gain over `ce` in metric points (every main metric is on a 0-100 scale) and the mean
-    normalised change (`normalised_change`), which weighs a point near the ceiling more."""
-    baseline = cells[cells["strategy"] == BASELINE].set_index("task")["mean"]
+def _one_seed_notes(cells: pd.DataFrame, notes: list[str]) -> None:
+    """What cannot be claimed where a cell has a single completed seed."""
+    single = cells[cells["n"] == 1]
+    if not len(single):
+        return
+    names = [f"{t} / {s}" for t, s in zip(single["task"], single["strategy"])]
+    where = "every cell" if len(single) == (cells["n"] > 0).sum() else f"{len(names)} cell(s): {', '.join(names)}"
+    notes.append(f"one seed in {where}: nothing is known there about run-to-run variance, so no significance can "
+                 "be claimed about the strategy, only about its single run (p_run in comparisons.csv: the "
+                 "test-set bootstrap, which says how that run differs, not the strategy); no star, arrow or rank")
+
+
+def _overall(cells: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy, across tasks: the mean tied rank over the tasks with any ranked strategy, a
+    cell without a rank there (not run, refused, failed, one seed) counting as last (1 + the
+    number of strategies ranked on the task); wins, ties and losses against `ce` by the seed-aware
+    test; and the mean standardised effect against `ce` (Hedges' g over seeds) over the tasks where
+    it is defined. Rank, counts and g are scale-free, and under the null g and wins − losses are
+    centred on zero whatever a strategy's noise."""
+    ranked = cells.dropna(subset=["rank"])
+    tasks = sorted(ranked["task"].unique())
+    last = {task: 1 + int((ranked["task"] == task).sum()) for task in tasks}
+    rank = ranked.set_index(["task", "strategy"])["rank"]
+    vs_ce = comparisons[comparisons["main"] & (comparisons["baseline"] == BASELINE) & comparisons["testable"]]
     rows = []
-    for strategy, group in cells.groupby("strategy"):
-        ranked = group.dropna(subset=["rank"])
-        pairs = [(row["mean"], baseline[row["task"]]) for _, row in group.iterrows()
-                 if row["task"] in baseline.index and not math.isnan(row["mean"])
-                 and not math.isnan(baseline[row["task"]])]
-        rows.append({"strategy": strategy, "mean_rank": ranked["rank"].mean() if len(ranked) else math.nan,
-                     "tasks_ranked": len(ranked), "tasks": group["task"].nunique(),
-                     "mean_gain_points": float(np.mean([s - b for s, b in pairs])) if pairs else math.nan,
-                     "mean_normalised_change_pct":
-                         float(np.mean([normalised_change(s, b) for s, b in pairs])) if pairs else math.nan})
-    overall = pd.DataFrame(rows, columns=["strategy", "mean_rank", "tasks_ranked", "tasks", "mean_gain_points",
-                                          "mean_normalised_change_pct"])
-    return overall.sort_values(["mean_rank", "mean_normalised_change_pct"], ascending=[True, False],
-                               na_position="last", ignore_index=True)
+    for strategy in ordered(cells["strategy"]):
+        ranks = [rank.get((task, strategy), last[task]) for task in tasks]
+        own = vs_ce[vs_ce["strategy"] == strategy]
+        wins = int((own["significant"] & (own["delta"] > 0)).sum())
+        losses = int((own["significant"] & (own["delta"] < 0)).sum())
+        effects = own["effect"].dropna()
+        rows.append({"strategy": strategy, "mean_rank": float(np.mean(ranks)) if ranks else math.nan,
+                     "tasks_ranked": sum((task, strategy) in rank.index for task in tasks), "tasks_scored": len(tasks),
+                     "wins": wins, "ties": len(own) - wins - losses, "losses": losses, "tasks_tested": len(own),
+                     "mean_effect": float(effects.mean()) if len(effects) else math.nan, "tasks_effect": len(effects)})
+    columns = ["strategy", "mean_rank", "tasks_ranked", "tasks_scored", "wins", "ties", "losses", "tasks_tested",
+               "mean_effect", "tasks_effect"]
+    overall = pd.DataFrame(rows, columns=columns)
+    overall["_net"] = overall["wins"] - overall["losses"]
+    overall = overall.sort_values(["mean_rank", "_net", "mean_effect"], ascending=[True, False, False],
+                                  na_position="last", kind="stable", ignore_index=True)
+    return overall.drop(columns="_net")
 
 
 def _test_means(groups: dict[tuple[str, str], list[RunRecord]]) -> pd.DataFrame:
+    """Every test metric of every completed cell: mean and spread over the runs that have it."""
     rows = []
     for (task, strategy), runs in sorted(groups.items()):
-        for metric in runs[0].test:
+        for metric in dict.fromkeys(m for r in runs for m in r.test):
             values = [r.test[metric] for r in runs if metric in r.test]
             rows.append({"task": task, "strategy": strategy, "metric": metric, "mean": float(np.mean(values)),
-                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan})
-    return pd.DataFrame(rows, columns=["task", "strategy", "metric", "mean", "std"])
+                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan, "n": len(values)})
+    return pd.DataFrame(rows, columns=["task", "strategy", "metric", "mean", "std", "n"])
 
 
 def repetition_rate(text: str, n: int = REPETITION_N) -> float:
@@ -279,10 +415,15 @@ def run_guards(record: RunRecord) -> dict[str, float]:
     return {**guards, "kl": train.get("kl", math.nan), "entropy": train.get("entropy", math.nan)}
 
 
-def _guards(groups: dict[tuple[str, str], list[RunRecord]]) -> pd.DataFrame:
-    rows = [{"task": task, "strategy": strategy, **pd.DataFrame([run_guards(r) for r in runs]).mean().to_dict()}
+def _guards(groups: dict[tuple[str, str], list[RunRecord]], test_means: pd.DataFrame) -> pd.DataFrame:
+    """Guard metrics per cell (means over seeds), with the calibration metrics (means over the runs
+    that stored them)."""
+    means = test_means.set_index(["task", "strategy", "metric"])["mean"]
+    rows = [{"task": task, "strategy": strategy, **pd.DataFrame([run_guards(r) for r in runs]).mean().to_dict(),
+             **{m: means.get((task, strategy, m), math.nan) for m in CALIBRATION}}
             for (task, strategy), runs in sorted(groups.items())]
-    return pd.DataFrame(rows, columns=["task", "strategy", "mean_length", "repetition", "empty_share", "kl", "entropy"])
+    return pd.DataFrame(rows, columns=["task", "strategy", "mean_length", "repetition", "empty_share", "kl", "entropy",
+                                       *CALIBRATION])
 
 
 def hardware(record: RunRecord) -> str:

@@ -18,9 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from harness.report.analysis import BASELINE, CONTROL, Analysis  # noqa: E402
+from harness.report.analysis import BASELINE, CONTROL_NAMES, Analysis  # noqa: E402
 
-_COLOURS = {BASELINE: "#444444", CONTROL: "#bbbbbb"}
+_COLOURS = {BASELINE: "#444444", **dict(zip(CONTROL_NAMES, ("#bbbbbb", "#888888", "#dddddd")))}
 _PALETTE = matplotlib.colormaps["tab20"]
 _SAMPLED_TERMS = (("reward", "mean reward of the samples"), ("kl", "KL to the starting model"))
 

@@ -1,13 +1,16 @@
 """The report's statistics as pure functions of numbers (no records, no files, no formatting).
 
 - `seed_summary`: mean, sample standard deviation and Student-t confidence interval over seeds.
-- `resample_indices`, `resampled_scores`, `paired_bootstrap`: the paired bootstrap over test
+- `resample_indices`, `resampled_metrics`, `paired_bootstrap`: the paired bootstrap over test
   examples (Koehn 2004, "Statistical Significance Tests for Machine Translation Evaluation"): every
   system is rescored on the *same* resamples of the test set, the corpus metric recomputed from
   per-example sufficient statistics on each resample (so BLEU and F1 are resampled as corpus
-  metrics, not as means of sentence scores).
+  metrics, not as means of sentence scores). Alone it covers test-set sampling only.
+- `Runs`, `seed_aware`, `seed_aware_test`: the test the report uses, covering both sources of
+  variance of a difference between strategies: run to run (seeds) and test-set sampling.
+- `standardised_effect`: Hedges' g over seeds, the scale-free effect the overall table averages.
 - `holm`: Holm's (1979) step-down adjustment of p-values for a family of comparisons.
-- `tied_ranks`: ranks in which differences that are not significant are ties.
+- `tied_ranks`: ranks in which systems share a rank only when no two of them differ significantly.
 """
 from __future__ import annotations
 
@@ -63,14 +66,23 @@ def resample_indices(n_examples: int, n_resamples: int, seed: int) -> np.ndarray
 
 def resampled_scores(per_example: list[dict[str, Any]], aggregate: Aggregate, metric: str,
                      indices: np.ndarray) -> np.ndarray:
-    """[n_resamples] `aggregate(resample)[metric]` for every row of `indices`.
+    """[n_resamples] `aggregate(resample)[metric]` for every row of `indices` (`resampled_metrics`
+    for one metric)."""
+    return resampled_metrics(per_example, aggregate, [metric], indices)[metric]
+
+
+def resampled_metrics(per_example: list[dict[str, Any]], aggregate: Aggregate, metrics: Sequence[str],
+                      indices: np.ndarray) -> dict[str, np.ndarray]:
+    """metric -> [n_resamples] `aggregate(resample)[metric]` for every row of `indices`.
 
     By definition this is the aggregate of each resampled list of examples, a pass over the test
-    set per resample. Two shortcuts give the same numbers far faster and are used only where they
-    reproduce the aggregate on the full set, the first few resamples and small random sets:
+    set per resample. Two shortcuts give the same numbers far faster and are used, metric by
+    metric, only where they reproduce the aggregate on the full set, the first few resamples and
+    small random sets:
     - the aggregate is a function of the column sums of the flattened statistics (entity counts,
-      BLEU n-gram counts): each resample's sums come from one matrix product, and the aggregate
-      runs on a single pseudo-example holding them;
+      BLEU n-gram counts, calibration bins; a key an example lacks counts as zeros, as an
+      unoccupied calibration bin does): each resample's sums come from one matrix product, and the
+      aggregate runs on a single pseudo-example holding them;
     - the metric is the mean of its value on each example alone (accuracy, ROUGE): each
       resample's score is a weighted mean of the per-example values.
     """
@@ -79,21 +91,36 @@ def resampled_scores(per_example: list[dict[str, Any]], aggregate: Aggregate, me
         raise ValueError("an empty test set cannot be resampled")
     small = np.random.default_rng(0).integers(0, n, size=(_SMALL_CHECKS, 3))
     checks = [np.arange(n), *indices[:_FAST_PATH_CHECKS], *small, *small[:, :2]]
-    expected = [aggregate([per_example[i] for i in subset])[metric] for subset in checks]
+    expected = [aggregate([per_example[i] for i in subset]) for subset in checks]
+    todo = list(dict.fromkeys(metrics))
+    out: dict[str, np.ndarray] = {}
+
+    def agrees(metric: str, got: Iterator[float]) -> bool:
+        return all(math.isclose(g, e[metric], rel_tol=1e-9, abs_tol=1e-9) for g, e in zip(got, expected))
 
     encoding = _sum_encoding(per_example)
     if encoding is not None:
         matrix, rebuild = encoding
-        if all(math.isclose(aggregate([rebuild(matrix[s].sum(0))])[metric], e, rel_tol=1e-9, abs_tol=1e-9)
-               for s, e in zip(checks, expected)):
-            return np.array([aggregate([rebuild(totals)])[metric]
-                             for counts in _count_blocks(indices, n) for totals in counts @ matrix])
+        try:
+            rebuilt = [aggregate([rebuild(matrix[s].sum(0))]) for s in checks]
+        except Exception:  # the aggregate cannot read a pseudo-example: not a function of the sums
+            rebuilt = [{} for _ in checks]
+        summed = [m for m in todo if all(m in r for r in rebuilt) and agrees(m, (r[m] for r in rebuilt))]
+        if summed:
+            values = [aggregate([rebuild(totals)]) for counts in _count_blocks(indices, n) for totals in counts @ matrix]
+            out.update({m: np.array([v[m] for v in values], dtype=float) for m in summed})
+            todo = [m for m in todo if m not in summed]
 
-    values = np.array([aggregate([row])[metric] for row in per_example], dtype=float)
-    if all(math.isclose(values[s].mean(), e, rel_tol=1e-9, abs_tol=1e-9) for s, e in zip(checks, expected)):
-        return np.concatenate([counts @ values / n for counts in _count_blocks(indices, n)])
+    for metric in list(todo):
+        values = np.array([aggregate([row])[metric] for row in per_example], dtype=float)
+        if agrees(metric, (values[s].mean() for s in checks)):
+            out[metric] = np.concatenate([counts @ values / n for counts in _count_blocks(indices, n)])
+            todo.remove(metric)
 
-    return np.array([aggregate([per_example[i] for i in row])[metric] for row in indices], dtype=float)
+    if todo:
+        values = [aggregate([per_example[i] for i in row]) for row in indices]
+        out.update({m: np.array([v[m] for v in values], dtype=float) for m in todo})
+    return {m: out[m] for m in dict.fromkeys(metrics)}
 
 
 def _count_blocks(indices: np.ndarray, n: int) -> Iterator[np.ndarray]:
@@ -104,24 +131,50 @@ def _count_blocks(indices: np.ndarray, n: int) -> Iterator[np.ndarray]:
         yield np.bincount(flat, minlength=block.size).reshape(block.shape).astype(float)
 
 
-def _leaves(value: Any) -> list[float] | None:
-    """The numbers in a (nested) statistic in a fixed order; None if it holds anything else."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return [float(value)]
-    if isinstance(value, dict):
-        items: Any = [value[k] for k in sorted(value)]
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        return None
-    flat: list[float] = []
-    for item in items:
-        leaves = _leaves(item)
-        if leaves is None:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _union(a: Any, b: Any) -> Any:
+    """A template with every key of `a` and of `b` (nested), or None where their shapes differ; a
+    leaf is an int only where it is one in both."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = _union(a[key], value) if key in a else _union(value, value)
+            if out[key] is None:
+                return None
+        return out
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        items = [_union(x, y) for x, y in zip(a, b)]
+        return None if any(item is None for item in items) else items
+    if _is_number(a) and _is_number(b):
+        return 0 if isinstance(a, int) and isinstance(b, int) else 0.0
+    return None
+
+
+def _leaves(value: Any, template: Any) -> list[float] | None:
+    """The numbers of a (nested) statistic in the template's order, zeros for what it lacks; None
+    if it holds anything the template does not."""
+    if isinstance(template, dict):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict) or not set(value) <= set(template):
             return None
-        flat.extend(leaves)
+        parts = [_leaves(value.get(k), template[k]) for k in sorted(template)]
+    elif isinstance(template, list):
+        if value is None:
+            value = [None] * len(template)
+        if not isinstance(value, (list, tuple)) or len(value) != len(template):
+            return None
+        parts = [_leaves(v, t) for v, t in zip(value, template)]
+    else:
+        return [0.0] if value is None else [float(value)] if _is_number(value) else None
+    flat: list[float] = []
+    for part in parts:
+        if part is None:
+            return None
+        flat.extend(part)
     return flat
 
 
@@ -138,12 +191,16 @@ def _rebuild(template: Any, values: Iterator[float]) -> Any:
 def _sum_encoding(per_example: list[dict[str, Any]]
                   ) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, Any]]] | None:
     """(the [examples, leaves] statistics matrix, column sums -> pseudo-example), or None where the
-    statistics are not all numbers of one shape."""
-    template = per_example[0] if per_example else {}
-    if not per_example or any(row.keys() != template.keys() for row in per_example):
+    statistics are not all numbers of one nested shape (keys may be missing: they count as zeros)."""
+    if not per_example:
         return None
-    rows = [_leaves(row) for row in per_example]
-    if any(r is None or len(r) != len(rows[0]) for r in rows):
+    template: Any = {}
+    for row in per_example:
+        template = _union(template, row)
+        if template is None:
+            return None
+    rows = [_leaves(row, template) for row in per_example]
+    if any(r is None for r in rows):
         return None
 
     def rebuild(totals: np.ndarray) -> dict[str, Any]:
@@ -154,10 +211,16 @@ def _sum_encoding(per_example: list[dict[str, Any]]
 
 @dataclass(frozen=True)
 class Comparison:
-    delta: float  # observed system − baseline
-    ci_low: float  # percentile bootstrap interval of the difference
+    delta: float  # observed system − baseline (difference of the seed means)
+    ci_low: float  # interval of the difference
     ci_high: float
-    p_value: float  # two-sided, unadjusted
+    p_value: float  # two-sided, unadjusted; NaN where no test is possible (a side with one seed)
+    se: float = math.nan  # standard error of delta (seed-aware test)
+    df: float = math.nan  # its Welch–Satterthwaite degrees of freedom
+    seed_var: float = math.nan  # the run-to-run part of se²
+    example_var: float = math.nan  # the test-set part of se²
+    effect: float = math.nan  # standardised effect (Hedges' g over seeds)
+    p_run: float = math.nan  # the test-set-only paired bootstrap of the seed means: about these runs
 
 
 def paired_bootstrap(system: np.ndarray, baseline: np.ndarray, observed_delta: float,
@@ -168,11 +231,122 @@ def paired_bootstrap(system: np.ndarray, baseline: np.ndarray, observed_delta: f
     Tibshirani 1993, §16.4), so p = (1 + #{b : |δ*_b − mean(δ*)| ≥ |δ|}) / (B + 1); the +1 keeps
     the test valid with finitely many resamples (so p ≥ 1/(B+1)), as in sacreBLEU and MultEval.
     The interval is the percentile interval of δ*.
+
+    This covers test-set sampling only: what it says is about these particular runs, not about the
+    strategies that produced them (`seed_aware_test` is the test about strategies).
     """
     diffs = np.asarray(system, dtype=float) - np.asarray(baseline, dtype=float)
     low, high = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
     extreme = np.count_nonzero(np.abs(diffs - diffs.mean()) >= abs(observed_delta))
-    return Comparison(float(observed_delta), float(low), float(high), (1 + extreme) / (diffs.size + 1))
+    p = (1 + int(extreme)) / (diffs.size + 1)
+    return Comparison(float(observed_delta), float(low), float(high), p, p_run=p)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """One strategy's runs (one per seed) on one test set: each run's corpus metric on the full
+    test set, and on every shared resample of it (`resampled_metrics` with the same indices for
+    every strategy of the task)."""
+    scores: np.ndarray  # [seeds]
+    resampled: np.ndarray  # [seeds, resamples]
+
+    def __post_init__(self) -> None:
+        scores, resampled = np.asarray(self.scores, dtype=float), np.asarray(self.resampled, dtype=float)
+        if scores.ndim != 1 or resampled.ndim != 2 or resampled.shape[0] != scores.size or not scores.size:
+            raise ValueError(f"Runs needs scores [seeds] and resampled [seeds, resamples]; got {scores.shape} "
+                             f"and {resampled.shape}")
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "resampled", resampled)
+
+    @property
+    def seeds(self) -> int:
+        return int(self.scores.size)
+
+    @property
+    def mean(self) -> float:
+        return float(self.scores.mean())
+
+
+def seed_aware(system_scores: np.ndarray, system_resampled: np.ndarray, baseline_scores: np.ndarray,
+               baseline_resampled: np.ndarray, confidence: float = 0.95) -> dict[str, np.ndarray]:
+    """The seed-aware paired test, on arrays with any leading axes (many comparisons at once):
+    scores [..., k] and resampled [..., k, B] of the system, [..., m] and [..., m, B] of the baseline.
+
+    Δ = mean of the system's k seed scores − mean of the baseline's m. Its variance has two
+    sources, estimated separately and added:
+    - run to run (seeds): s²_sys/k + s²_base/m, the sample variances of the runs' corpus metrics on
+      the test set, as in Welch's t-test (Welch 1947); this also holds the part of each run's
+      example-level noise that differs between seeds;
+    - test-set sampling: the paired bootstrap variance over test examples (Koehn 2004) of the
+      difference of the seed-averaged resampled scores, less the run-noise part that the first
+      source already counts: for each side, Σ_r var*(S_r − S̄)/(k(k−1)), the bootstrap variance of
+      its runs' deviations from their mean (a method-of-moments variance-components split of the
+      crossed seeds × examples design, as in a one-way random-effects ANOVA), floored at zero.
+    t = Δ/se is referred to Student's t with Welch–Satterthwaite degrees of freedom (Satterthwaite
+    1946), the test-set part counted as known (it is estimated from thousands of examples); p is
+    two-sided and the interval Δ ± t_{df}·se, so the interval excludes 0 exactly when p < 1 − c.
+    With fewer than two seeds on either side the run-to-run variance cannot be estimated: every
+    output but Δ is NaN.
+
+    Why not resample seeds: with 3 seeds a bootstrap over seeds sees only 10 distinct sets and
+    underestimates their variance by (k−1)/k; simulated on null grids it rejects well above the
+    nominal rate when run-to-run variance is a shift of the whole run (tests/test_stats.py).
+    """
+    a, b = np.asarray(system_scores, dtype=float), np.asarray(baseline_scores, dtype=float)
+    ra, rb = np.asarray(system_resampled, dtype=float), np.asarray(baseline_resampled, dtype=float)
+    k, m = a.shape[-1], b.shape[-1]
+    delta = a.mean(-1) - b.mean(-1)
+    shape = np.shape(delta)
+    if k < 2 or m < 2:
+        nan = np.full(shape, math.nan)
+        return {"delta": delta, "ci_low": nan, "ci_high": nan, "p": nan, "se": nan, "df": nan,
+                "seed_var": nan, "example_var": nan}
+    var_a, var_b = a.var(-1, ddof=1) / k, b.var(-1, ddof=1) / m
+    mean_a, mean_b = ra.mean(-2), rb.mean(-2)
+    within_a = (ra - mean_a[..., None, :]).var(-1, ddof=1).sum(-1) / (k * (k - 1))
+    within_b = (rb - mean_b[..., None, :]).var(-1, ddof=1).sum(-1) / (m * (m - 1))
+    example_var = np.maximum(0.0, (mean_a - mean_b).var(-1, ddof=1) - within_a - within_b)
+    variance = var_a + var_b + example_var
+    se = np.sqrt(variance)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        denominator = var_a ** 2 / (k - 1) + var_b ** 2 / (m - 1)
+        df = np.where(denominator > 0, variance ** 2 / np.where(denominator > 0, denominator, 1.0), np.inf)
+        t = np.where(se > 0, np.abs(delta) / np.where(se > 0, se, 1.0), np.where(delta == 0, 0.0, np.inf))
+    p = 2 * scipy.stats.t.sf(t, df)
+    half = scipy.stats.t.ppf((1 + confidence) / 2, df) * se
+    return {"delta": delta, "ci_low": delta - half, "ci_high": delta + half, "p": np.minimum(1.0, p), "se": se,
+            "df": df, "seed_var": var_a + var_b, "example_var": example_var}
+
+
+def standardised_effect(system_scores: np.ndarray, baseline_scores: np.ndarray) -> np.ndarray:
+    """Hedges' g over seeds (Hedges 1981), on arrays with any leading axes ([..., k] and [..., m]):
+    Δ / s_pooled · J, s_pooled² = ((k−1)s²_sys + (m−1)s²_base)/(k+m−2), the pooled seed-to-seed
+    variance of the corpus metric, and J = 1 − 3/(4(k+m−2) − 1) the small-sample correction. Δ in
+    units of run-to-run noise: comparable across tasks and metrics, and centred on zero when the
+    strategies do not differ. NaN with fewer than two seeds on a side, or a zero spread with Δ ≠ 0
+    (0 when Δ = 0)."""
+    a, b = np.asarray(system_scores, dtype=float), np.asarray(baseline_scores, dtype=float)
+    k, m = a.shape[-1], b.shape[-1]
+    delta = a.mean(-1) - b.mean(-1)
+    if k < 2 or m < 2:
+        return np.full(np.shape(delta), math.nan)
+    dof = k + m - 2
+    pooled = np.sqrt(((k - 1) * a.var(-1, ddof=1) + (m - 1) * b.var(-1, ddof=1)) / dof)
+    correction = 1 - 3 / (4 * dof - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = correction * delta / pooled
+    return np.where(pooled > 0, g, np.where(delta == 0, 0.0, math.nan))
+
+
+def seed_aware_test(system: Runs, baseline: Runs, confidence: float = 0.95) -> Comparison:
+    """`seed_aware` for one pair of strategies, with Hedges' g and the test-set-only p-value of
+    their seed means beside it (`p_run`, what can be said with one seed: about those runs)."""
+    out = {key: float(value) for key, value in
+           seed_aware(system.scores, system.resampled, baseline.scores, baseline.resampled, confidence).items()}
+    run_only = paired_bootstrap(system.resampled.mean(0), baseline.resampled.mean(0), out["delta"], confidence)
+    return Comparison(out["delta"], out["ci_low"], out["ci_high"], out["p"], se=out["se"], df=out["df"],
+                      seed_var=out["seed_var"], example_var=out["example_var"],
+                      effect=float(standardised_effect(system.scores, baseline.scores)), p_run=run_only.p_value)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -188,24 +362,24 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def tied_ranks(means: Sequence[float], p_values: np.ndarray, alpha: float = 0.05) -> np.ndarray:
-    """Competition ranks (1, 1, 3, ...) in which systems not significantly below a leader tie with it.
+def tied_ranks(means: Sequence[float], significant: np.ndarray) -> np.ndarray:
+    """Competition ranks (1, 1, 3, ...) consistent with the pairwise tests.
 
-    Systems are sorted by mean, best first. The best unranked system leads a group; its p-values
-    against every system below it are Holm-adjusted together, and the systems after it, in order,
-    join its group until the first one that is significantly worse (adjusted p < α). The group
-    shares the next rank; the first system left out leads the next group. Ranks therefore never
-    contradict the order of the means. `p_values[i, j]` is the two-sided p-value of i vs j.
+    Systems are sorted by mean, best first. Each joins the rank of the system above it unless it is
+    significantly different from (below) some system already holding that rank; then it starts the
+    next rank, its position in the order. So two systems that share a rank never differ
+    significantly, a system significantly below another is ranked below it, and ranks never
+    contradict the order of the means. `significant[i, j]` (symmetric) says whether i and j differ
+    significantly by whichever test the caller decides that pair with.
     """
+    sig = np.asarray(significant, dtype=bool)
     order = [int(i) for i in np.argsort(-np.asarray(means, dtype=float), kind="stable")]
     ranks = np.zeros(len(order), dtype=int)
-    position = 1
-    while order:
-        leader, rest = order[0], order[1:]
-        adjusted = holm([p_values[leader, j] for j in rest]) if rest else np.array([])
-        significant = [q < alpha for q in adjusted]
-        size = 1 + (significant.index(True) if True in significant else len(rest))
-        ranks[order[:size]] = position
-        position += size
-        order = order[size:]
+    group: list[int] = []
+    for position, i in enumerate(order, start=1):
+        if not group or any(sig[i, j] or sig[j, i] for j in group):
+            group = []
+            rank = position
+        group.append(i)
+        ranks[i] = rank
     return ranks

@@ -1,12 +1,13 @@
 """The tables of `harness report` and `harness leaderboard`, computed from an `Analysis`: each one a
 display frame of formatted text (for Markdown, LaTeX and HTML) and a data frame of numbers (for CSV
-and JSON), with its file stem, title and legend. Which files they are written to, and in which
-formats, is `harness.report.writers`.
+and JSON), with its file stem, title, the rule it is ranked by (shown above it) and legend (below).
+Which files they are written to, and in which formats, is `harness.report.writers`.
 
 Tables: summary (task × strategy: main test metric, mean ± std over seeds), overall (the cross-task
-leaderboard: mean tied rank, mean gain over ce, per-task cells), leaderboard_<task> (ranks, CIs,
-Δ vs ce and vs the constant-reward control with bootstrap CIs and Holm p-values, guard metrics,
-cost, all metrics), guards, cost and not_completed. Refused and failed cells say so, never 0.
+leaderboard: mean tied rank, wins/ties/losses against ce, mean standardised effect, per-task cells),
+leaderboard_<task> (ranks, CIs, Δ vs ce and vs each control with seed-aware CIs and Holm p-values,
+standardised effect, calibration, guard metrics, cost, all metrics), guards, cost and not_completed.
+Refused and failed cells say so, never 0.
 """
 from __future__ import annotations
 
@@ -16,12 +17,21 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.analysis import ALPHA, BASELINE, CONTROL, MIN_SEEDS, REPETITION_N, Analysis, status_words
+from harness.report.analysis import (ALPHA, BASELINE, CALIBRATION, CONTROLS, MIN_SEEDS, MIN_TEST_SEEDS,
+                                     REPETITION_N, Analysis, status_words)
 
 FEW_SEEDS = "†"
 MISSING = "—"
+NO_TEST = "no test (1 seed)"
 _GUARD_COLUMNS = {"mean_length": "length", "repetition": f"rep-{REPETITION_N}", "empty_share": "empty %",
                   "kl": "KL", "entropy": "entropy"}
+_CALIBRATION_COLUMNS = {"ece": "ECE", "nll": "NLL", "brier": "Brier"}
+RANK_RULE = ("Ranks follow the means, and a strategy shares the rank of the one above it unless it is significantly "
+             "below a strategy holding that rank (pairs with ce or a control by the p-values shown, all other pairs "
+             "by the same seed-aware test Holm-adjusted over them), so strategies sharing a rank never differ "
+             f"significantly; cells with fewer than {MIN_TEST_SEEDS} seeds are not ranked.")
+CALIBRATION_LEGEND = ("ECE (×100), NLL (nats) and Brier per scored prediction: lower is better; in brackets the "
+                      "difference to ce, * where significant.")
 
 
 @dataclass
@@ -32,6 +42,7 @@ class Table:
     data: pd.DataFrame  # numbers, for CSV and JSON
     index: bool = False  # whether the display frame's index is a column
     legend: str = ""  # how to read the table, shown under it
+    rule: str = ""  # how the table is ranked, one sentence shown above it
 
 
 # ---- formatting ---------------------------------------------------------------------------
@@ -42,9 +53,11 @@ def num(x: Any, digits: int = 2, signed: bool = False) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _comparison(a: Analysis, task: str, strategy: str, baseline: str) -> pd.Series | None:
-    rows = a.comparisons[(a.comparisons["task"] == task) & (a.comparisons["strategy"] == strategy)
-                         & (a.comparisons["baseline"] == baseline)]
+def _comparison(a: Analysis, task: str, strategy: str, baseline: str, metric: str | None = None) -> pd.Series | None:
+    """The comparison of `strategy` with `baseline` on the task's main metric (or on `metric`)."""
+    c = a.comparisons
+    rows = c[(c["task"] == task) & (c["strategy"] == strategy) & (c["baseline"] == baseline)
+             & (c["metric"] == (metric or a.metrics[task]))]
     return rows.iloc[0] if len(rows) else None
 
 
@@ -65,17 +78,37 @@ def score(cell: pd.Series, with_n: bool = True) -> str:
 
 
 def _delta(c: pd.Series | None) -> str:
-    return MISSING if c is None else f"{num(c['delta'], signed=True)} [{num(c['ci_low'], signed=True)}, " \
-                                     f"{num(c['ci_high'], signed=True)}]"
+    """'+1.23 [+0.40, +2.06]'; only Δ where no test is possible (one seed)."""
+    if c is None:
+        return MISSING
+    if not c["testable"]:
+        return num(c["delta"], signed=True)
+    return f"{num(c['delta'], signed=True)} [{num(c['ci_low'], signed=True)}, {num(c['ci_high'], signed=True)}]"
 
 
 def _p(c: pd.Series | None) -> str:
-    return MISSING if c is None else f"{c['p_holm']:.3f}{' *' if c['significant'] else ''}"
+    if c is None:
+        return MISSING
+    if not c["testable"]:
+        return NO_TEST
+    return f"{c['p_holm']:.3f}{' *' if c['significant'] else ''}"
 
 
-def _drop_empty(frame: pd.DataFrame, keep: int = 2) -> pd.DataFrame:
-    """Drops display columns (after the first `keep`) that hold nothing but '—'."""
-    empty = [c for c in frame.columns[keep:] if (frame[c].astype(str) == MISSING).all()]
+def _calibration(a: Analysis, task: str, strategy: str, metric: str, value: float) -> str:
+    """'4.12 (−1.03 *)': the mean and, except for ce, the difference to ce with its significance."""
+    if math.isnan(value):
+        return MISSING
+    digits = 2 if metric == "ece" else 3
+    c = None if strategy == BASELINE else _comparison(a, task, strategy, BASELINE, metric)
+    if c is None:
+        return num(value, digits)
+    star = " *" if c["significant"] else ""
+    return f"{num(value, digits)} ({num(c['delta'], digits, signed=True)}{star})"
+
+
+def _drop_empty(frame: pd.DataFrame, keep: int = 2, always: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Drops display columns (after the first `keep`, except `always`) that hold nothing but '—'."""
+    empty = [c for c in frame.columns[keep:] if c not in always and (frame[c].astype(str) == MISSING).all()]
     return frame.drop(columns=empty)
 
 
@@ -88,8 +121,8 @@ def summary_table(a: Analysis) -> Table:
             score(cell) + _arrow(a, cell["task"], cell["strategy"])
     return Table("summary", "Test scores: mean ± std over seeds (n seeds)", display.fillna("not run"),
                  a.cells, index=True, legend=f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds; ↑/↓ significantly "
-                 f"above/below ce (paired bootstrap, Holm-adjusted p < {ALPHA}); refused/failed: no run of the cell "
-                 "completed; not run: no record.")
+                 f"above/below ce (seed-aware test, Holm-adjusted p < {ALPHA}; none with one seed); refused/failed: no "
+                 "run of the cell completed; not run: no record.")
 
 
 def _guard(key: str, value: float) -> str:
@@ -107,14 +140,15 @@ def _seeds_text(cell: pd.Series) -> str:
 
 
 def leaderboard(a: Analysis, task: str) -> Table:
-    """One task's strategies by tied rank: score and spread, CI, differences to ce and to the
-    control, guard metrics, cost and the other test metrics."""
+    """One task's strategies by tied rank: score and spread, CI, differences to ce and to each
+    control present, standardised effect, calibration, guard metrics, cost and the other test metrics."""
     metric = a.metrics[task]
     cells = a.cells[a.cells["task"] == task].set_index("strategy")
     guards = a.guards[a.guards["task"] == task].set_index("strategy")
     cost = a.cost[a.cost["task"] == task].set_index("strategy")
     means = a.test_means[a.test_means["task"] == task].pivot(index="strategy", columns="metric", values="mean")
-    has_control = ((a.comparisons["task"] == task) & (a.comparisons["baseline"] == CONTROL)).any()
+    controls = a.controls(task)
+    calibrated = task in a.calibrated
 
     def position(strategy: str) -> tuple[bool, float, float, str]:
         cell = cells.loc[strategy]
@@ -124,20 +158,29 @@ def leaderboard(a: Analysis, task: str) -> Table:
     display, data = [], []
     for strategy in sorted(a.strategies(task), key=position):
         cell = cells.loc[strategy]
-        vs = {b: _comparison(a, task, strategy, b) for b in (BASELINE, CONTROL)}
+        vs = {b: _comparison(a, task, strategy, b) for b in (BASELINE, *controls)}
         row = {"rank": MISSING if math.isnan(cell["rank"]) else str(int(cell["rank"])), "strategy": strategy,
                "seeds": _seeds_text(cell), metric: score(cell, with_n=False), "95% CI": _interval(cell),
                "Δ vs ce [95% CI]": "baseline" if strategy == BASELINE else _delta(vs[BASELINE]),
                "p (Holm)": _p(vs[BASELINE]),
-               "seed sd": MISSING if vs[BASELINE] is None else num(vs[BASELINE]["seed_sd"])}
-        if has_control:
-            row["Δ vs control [95% CI]"] = "control" if strategy == CONTROL else _delta(vs[CONTROL])
-            row["p vs control (Holm)"] = _p(vs[CONTROL])
+               "g vs ce": MISSING if vs[BASELINE] is None else num(vs[BASELINE]["effect"], signed=True)}
+        for control in controls:
+            row[f"Δ vs {control} [95% CI]"] = "control" if strategy == control else _delta(vs[control])
+            row[f"p vs {control} (Holm)"] = _p(vs[control])
         numbers = {"strategy": strategy, **cell.drop("task").to_dict()}
         for baseline, c in vs.items():
             if c is not None:
-                numbers.update({f"{k}_vs_{baseline}": c[k] for k in ("delta", "ci_low", "ci_high", "p", "p_holm",
-                                                                     "significant", "seed_sd")})
+                numbers.update({f"{k}_vs_{baseline}": c[k] for k in ("delta", "ci_low", "ci_high", "se", "df", "p",
+                                                                     "p_holm", "significant", "testable", "effect",
+                                                                     "seed_sd", "p_run")})
+        if calibrated:
+            for m, label in _CALIBRATION_COLUMNS.items():
+                value = guards.loc[strategy, m] if strategy in guards.index else math.nan
+                row[label] = _calibration(a, task, strategy, m, value)
+                c = _comparison(a, task, strategy, BASELINE, m)
+                if c is not None:
+                    numbers.update({f"{m}_{k}_vs_{BASELINE}": c[k] for k in ("delta", "ci_low", "ci_high", "p_holm",
+                                                                              "significant", "testable")})
         for key, label in _GUARD_COLUMNS.items():
             row[label] = _guard(key, guards.loc[strategy, key]) if strategy in guards.index else MISSING
         row["device-s"] = num(cost.loc[strategy, "seconds"], 0) if strategy in cost.index else MISSING
@@ -147,55 +190,80 @@ def leaderboard(a: Analysis, task: str) -> Table:
                 numbers.update(frame.loc[strategy].drop("task").to_dict())
         for m in means.columns:
             has = strategy in means.index
-            if m != metric:
+            if m != metric and m not in CALIBRATION:
                 row[m] = num(means.loc[strategy, m]) if has else MISSING
             if has:
                 numbers[f"test.{m}"] = means.loc[strategy, m]
         display.append(row)
         data.append(numbers)
+    legend = (f"* Holm-adjusted p < {ALPHA} by the seed-aware test (run-to-run and test-set variance); "
+              f"{NO_TEST}: with one seed no significance can be claimed about the strategy, only about its run. "
+              "g: Δ over the pooled seed-to-seed SD (Hedges' g). "
+              f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds." + (f" {CALIBRATION_LEGEND}" if calibrated else ""))
     return Table(f"leaderboard_{task}", f"Leaderboard: {task} (ranked by test {metric})",
-                 _drop_empty(pd.DataFrame(display)), pd.DataFrame(data),
-                 legend=f"Equal ranks: not significantly below the best strategy of the group (its comparisons "
-                        f"Holm-adjusted together), so two members may still differ from each other, e.g. "
-                        f"one may be significantly below ce in the Δ column. * Holm-adjusted p < {ALPHA}. "
-                        f"{FEW_SEEDS} fewer than {MIN_SEEDS} seeds. seed sd: the seed-to-seed spread to weigh "
-                        f"Δ against.")
+                 _drop_empty(pd.DataFrame(display), always=tuple(_CALIBRATION_COLUMNS.values()) if calibrated else ()),
+                 pd.DataFrame(data), legend=legend, rule=RANK_RULE)
 
 
 def _interval(cell: pd.Series) -> str:
     return MISSING if math.isnan(cell["ci_low"]) else f"[{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
 
 
+OVERALL_RULE = ("Mean rank over the tasks where strategies are ranked, a task on which a strategy has no rank (not "
+                f"run, refused, failed, or fewer than {MIN_TEST_SEEDS} seeds) counting as last there (1 + the number "
+                "of strategies ranked, shown as → #k), so failing on a hard task never helps; ties broken by wins − "
+                "losses against ce, then by the mean standardised effect.")
+
+
 def overall_table(a: Analysis) -> Table:
-    """Strategies by mean tied rank over tasks, with each task's rank and score beside."""
+    """Strategies by mean tied rank over tasks (a missing cell counting as last), with wins, ties and
+    losses against ce, the mean standardised effect, and each task's rank and score beside."""
     cells = a.cells.set_index(["task", "strategy"])
+    ranked_tasks = sorted(a.cells.dropna(subset=["rank"])["task"].unique())
+    last = {t: 1 + int(a.cells[(a.cells["task"] == t)]["rank"].notna().sum()) for t in ranked_tasks}
     display = []
     for row in a.overall.itertuples():
+        baseline = row.strategy == BASELINE
         entry = {"strategy": row.strategy, "mean rank": num(row.mean_rank),
-                 "tasks ranked": f"{row.tasks_ranked}/{len(a.tasks)}",
-                 "mean Δ vs ce (points)": MISSING if row.strategy == BASELINE else num(row.mean_gain_points, signed=True),
-                 "normalised change (%)":
-                     MISSING if row.strategy == BASELINE else num(row.mean_normalised_change_pct, signed=True)}
+                 "W/T/L vs ce": "baseline" if baseline else
+                 (f"{row.wins}/{row.ties}/{row.losses}" if row.tasks_tested else MISSING),
+                 "mean g vs ce": MISSING if baseline else num(row.mean_effect, signed=True),
+                 "tasks ranked": f"{row.tasks_ranked}/{len(a.tasks)}"}
         for task in a.tasks:
+            counted = f" → #{last[task]}" if task in last else ""
             if (task, row.strategy) not in cells.index:
-                entry[task] = "not run"
+                entry[task] = f"not run{counted}"
                 continue
             cell = cells.loc[(task, row.strategy)]
-            rank = MISSING if math.isnan(cell["rank"]) else f"#{int(cell['rank'])}"
-            entry[task] = f"{rank} · {score(cell, with_n=False)}" if cell["status"] == "completed" else score(cell)
+            if not math.isnan(cell["rank"]):
+                entry[task] = f"#{int(cell['rank'])} · {score(cell, with_n=False)}"
+            elif cell["status"] == "completed":
+                entry[task] = f"{score(cell, with_n=False)} (n={int(cell['n'])}){counted}"
+            else:
+                entry[task] = f"{score(cell)}{counted}"
         display.append(entry)
+    legend = ("W/T/L: tasks on which the strategy is significantly above / not significantly different from / "
+              f"significantly below ce (seed-aware test, Holm-adjusted p < {ALPHA}; tasks without a test are not "
+              "counted). mean g: the standardised effect against ce (Δ over the pooled seed-to-seed SD, Hedges' g), "
+              "averaged over the tasks where both have at least two seeds; scale-free, and centred on zero for a "
+              "strategy no different from ce however noisy.")
     return Table("overall", "Overall leaderboard: mean tied rank across tasks", pd.DataFrame(display), a.overall,
-                 legend="normalised change: a gain as the share of ce's headroom to 100 it closes, a loss as the "
-                        "share of ce's score it gives up (Marx & Cummings 2007), averaged over tasks.")
+                 legend=legend, rule=OVERALL_RULE)
 
 
 def guards_table(a: Analysis) -> Table:
-    """Cells with at least one guard metric (generation tasks, sampling strategies)."""
-    guards = a.guards.dropna(how="all", subset=list(_GUARD_COLUMNS))
+    """Cells with at least one guard metric (generation tasks, sampling strategies) or on a task that
+    measures calibration."""
+    keep = a.guards[list(_GUARD_COLUMNS)].notna().any(axis=1) | a.guards["task"].isin(a.calibrated)
+    guards = a.guards[keep]
     display = pd.DataFrame({"task": guards["task"], "strategy": guards["strategy"]})
     for key, label in _GUARD_COLUMNS.items():
         display[label] = [_guard(key, v) for v in guards[key]]
-    return Table("guards", "Guard metrics (means over seeds)", _drop_empty(display), guards)
+    for key, label in _CALIBRATION_COLUMNS.items():
+        display[label] = [_calibration(a, t, s, key, v) for t, s, v in zip(guards["task"], guards["strategy"], guards[key])]
+    calibrated = tuple(_CALIBRATION_COLUMNS.values()) if a.calibrated else ()
+    return Table("guards", "Guard metrics and calibration (means over seeds)", _drop_empty(display, always=calibrated),
+                 guards, legend=CALIBRATION_LEGEND if a.calibrated else "")
 
 
 def cost_table(a: Analysis) -> Table:
@@ -229,27 +297,63 @@ def tables(a: Analysis) -> list[Table]:
 
 def methods(a: Analysis) -> list[str]:
     """How every number was computed (methods.md and the page)."""
+    controls = "; ".join(f"{c.name} ({c.what}) with {c.compares}" for c in CONTROLS)
     return [
         f"Across seeds: mean, sample standard deviation and 95% Student-t interval of the main test metric; "
         f"{FEW_SEEDS} marks cells with fewer than {MIN_SEEDS} seeds.",
-        f"Against ce: paired bootstrap over test examples (Koehn 2004), {a.n_resamples} resamples (seed {a.seed}) "
-        "shared by every strategy of a task; on each resample each run's corpus metric is recomputed from its "
-        "per-example statistics and averaged over the strategy's seeds. Δ is the difference of the seed means, its "
-        "interval the bootstrap percentile interval; the two-sided p-value is (1 + #|δ* − mean δ*| ≥ |Δ|)/(B + 1).",
-        f"p-values are Holm-adjusted within each task's family of comparisons with one baseline; '*' and ↑/↓ mark "
-        f"adjusted p < {ALPHA}. 'seed sd' is the root mean square of the two strategies' seed standard deviations: "
-        "a Δ smaller than it is within seed-to-seed noise, whatever its p-value (the bootstrap covers test-set "
-        "sampling only).",
-        f"Sampling strategies are also compared with the constant-reward control ({CONTROL}): the same training, "
-        "with a reward that says nothing about the output.",
-        "Ranks: strategies sorted by mean; the best unranked strategy and those after it that are not "
-        "significantly worse (pairwise paired bootstrap, Holm over the leader's comparisons) share a rank.",
-        "Overall: mean rank over the tasks a strategy is ranked on; over the tasks with a ce cell, the mean "
-        "of Δ = mean − mean_ce in metric points and of the normalised change (Marx & Cummings 2007): "
-        "100·Δ/(100 − mean_ce) for a gain, 100·Δ/mean_ce for a loss.",
+        "Test-set resampling: a paired bootstrap over test examples (Koehn 2004), "
+        f"{a.n_resamples} resamples (seed {a.seed}) shared by every run of a task; on each resample each run's "
+        "corpus metric (F1, BLEU, ECE, ...) is recomputed with the task's aggregate from its per-example "
+        "statistics, never averaged from sentence scores.",
+        "Against ce and the controls (seed-aware test): Δ = difference of the two strategies' seed means. Its variance is the sum "
+        "of its two sources: run to run, s²_a/k + s²_b/m from the runs' scores on the test set (as in Welch's "
+        "t-test; Welch 1947), and test-set sampling, the bootstrap variance of the difference of the "
+        "seed-averaged resampled scores less the run noise it shares with the first part (each side's "
+        "Σ_r var*(S_r − S̄)/(k(k−1)); a method-of-moments variance-components split of the seeds × examples "
+        "design, floored at 0). t = Δ/se is referred to Student's t with Welch–Satterthwaite degrees of freedom "
+        "(Satterthwaite 1946); p is two-sided and the 95% interval Δ ± t_{df, 0.975}·se, so it excludes 0 exactly when "
+        "the unadjusted p < 0.05. "
+        "This follows the advice to test over several optimiser runs, not one (Clark et al. 2011), and to "
+        "account for both data sampling and seeds (Bouthillier et al. 2021). Checked by simulation "
+        "(tests/test_stats.py; 3 seeds, seed SD 0.5 points, 1,000 examples, a mean metric, 4,000 null grids per "
+        "setting): it rejects 3.6% of grids when seeds shift whole runs and 5.2% when shifts, per-example noise "
+        "and per-example effects mix (one-sided 95% upper bounds 4.1% and 5.8%), where the test-set bootstrap "
+        "alone rejects 40% and 9%. A two-level bootstrap (seeds, then examples) was tried and not used: with 3 "
+        "seeds it sees 10 distinct seed sets and understates their variance by a third; in simulations of the same kind "
+        "it rejected 7% of null grids in the first setting, and 20% where the seed variance is almost all a "
+        "shift of whole runs.",
+        f"With fewer than {MIN_TEST_SEEDS} seeds on either side nothing is known about run-to-run variance: no "
+        "p-value, star, arrow or rank; what can be said is about the single run (p_run in comparisons.csv, "
+        "the test-set bootstrap alone with the null distribution shifted to mean zero, Efron & Tibshirani "
+        "1993: (1 + #|δ* − mean δ*| ≥ |Δ|)/(B + 1)).",
+        f"p-values are Holm-adjusted (Holm 1979) within each task's family of comparisons with one baseline on "
+        f"one metric; '*' and ↑/↓ mark adjusted p < {ALPHA}. Controls, each in its own column where the store "
+        f"has it: {controls}.",
+        "g: Hedges' g over seeds (Hedges 1981), Δ divided by the pooled seed-to-seed standard deviation "
+        "√(((k−1)s²_a + (m−1)s²_b)/(k+m−2)), times 1 − 3/(4(k+m−2) − 1).",
+        RANK_RULE,
+        f"Overall table: {OVERALL_RULE[0].lower()}{OVERALL_RULE[1:]} Beside it, wins/ties/losses against ce by the seed-aware test and the mean of g "
+        "over tasks: scale-free, and unbiased for zero for a strategy no different from ce however noisy (unlike "
+        "a mean normalised change, which divides gains by the headroom and losses by the score).",
+        "Calibration (classification and tagging): expected calibration error over 15 equal-width confidence "
+        "bins ×100 (Guo et al. 2017), mean negative log-likelihood of the gold label and Brier score (Brier "
+        "1950) per scored prediction, recomputed on every resample from the runs' bin counts and sums; "
+        "compared with ce by the same seed-aware test (lower is better). Records written before calibration "
+        "was stored show — and a warning says how many.",
         f"Guards: for generated text, mean length in words, rep-{REPETITION_N} (share of an output's word "
         f"{REPETITION_N}-grams repeating an earlier one) and the share of empty outputs; for sampling strategies, "
         "KL to the starting model and policy entropy, training means of the selected epoch.",
         "Cost: device-seconds per run from start to record (plus the ce run whose checkpoint a strategy starts "
         "from), training samples/s; 'Δ per extra device-hour' divides the gain over ce by the time spent beyond ce.",
+        "References: Bouthillier et al. 2021, Accounting for Variance in Machine Learning Benchmarks, MLSys. "
+        "Brier 1950, Verification of Forecasts Expressed in Terms of Probability, Monthly Weather Review 78(1). "
+        "Clark, Dyer, Lavie & Smith 2011, Better Hypothesis Testing for Statistical Machine Translation: "
+        "Controlling for Optimizer Instability, ACL. Efron & Tibshirani 1993, An Introduction to the Bootstrap. "
+        "Guo, Pleiss, Sun & Weinberger 2017, On Calibration of Modern Neural Networks, ICML. Hedges 1981, "
+        "Distribution Theory for Glass's Estimator of Effect Size and Related Estimators, Journal of Educational "
+        "Statistics 6(2). Holm 1979, A Simple Sequentially Rejective Multiple Test Procedure, Scandinavian Journal "
+        "of Statistics 6(2). Koehn 2004, Statistical Significance Tests for Machine Translation Evaluation, EMNLP. "
+        "Satterthwaite 1946, An Approximate Distribution of Estimates of Variance Components, Biometrics "
+        "Bulletin 2(6). Welch 1947, The Generalization of 'Student's' Problem when Several Different Population "
+        "Variances are Involved, Biometrika 34.",
     ]

@@ -41,7 +41,7 @@ import yaml
 from tabulate import tabulate
 
 from harness.report import ReportError, page as html
-from harness.report.analysis import ALPHA, Analysis, analyse
+from harness.report.analysis import ALPHA, MIN_TEST_SEEDS, Analysis, analyse
 from harness.report.manifest import grid, manifest
 from harness.report.tables import FEW_SEEDS, MISSING, Table, leaderboard, methods, overall_table, tables
 from harness.store import Store
@@ -150,8 +150,9 @@ def markdown_table(t: Table) -> str:
 
 
 def _markdown_section(t: Table, level: int) -> str:
+    rule = f"{t.rule}\n\n" if t.rule else ""
     legend = f"\n{t.legend}\n" if t.legend else ""
-    return f"{'#' * level} {t.title}\n\n{markdown_table(t)}\n{legend}"
+    return f"{'#' * level} {t.title}\n\n{rule}{markdown_table(t)}\n{legend}"
 
 
 def render_markdown(ts: Sequence[Table]) -> str:
@@ -175,7 +176,7 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
 _LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "δ": r"$\delta$", FEW_SEEDS: r"$^\dagger$",
                   "↑": r"$\uparrow$", "↓": r"$\downarrow$", MISSING: "---", "·": r"$\cdot$", "×": r"$\times$",
-                  "÷": r"$\div$", "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$"}
+                  "÷": r"$\div$", "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\rightarrow$"}
 
 
 def latex_text(value: Any) -> str:
@@ -197,15 +198,16 @@ def latex_table(t: Table) -> str:
 
 
 def render_latex(ts: Sequence[Table]) -> str:
-    """Each table under a \\section* heading, its legend as a paragraph below."""
-    return "\n".join(rf"\section*{{{latex_text(t.title)}}}" + f"\n{latex_table(t)}" +
+    """Each table under a \\section* heading, its rule as a paragraph above, its legend below."""
+    return "\n".join(rf"\section*{{{latex_text(t.title)}}}" + (f"\n{latex_text(t.rule)}\n" if t.rule else "") +
+                     f"\n{latex_table(t)}" +
                      (f"\n{latex_text(t.legend)}\n" if t.legend else "") for t in ts)
 
 
 @register_writer("tex", render=render_latex, aliases=("latex",))
 def write_latex(report: Report, out: Path) -> list[Path]:
-    """<table>.tex for every table: a booktabs tabular, its title and legend as comments."""
-    return [_write(out / f"{t.name}.tex", _comment(t.title) + _comment(t.legend) + latex_table(t))
+    """<table>.tex for every table: a booktabs tabular, its title, rule and legend as comments."""
+    return [_write(out / f"{t.name}.tex", _comment(t.title) + _comment(t.rule) + _comment(t.legend) + latex_table(t))
             for t in report.tables]
 
 
@@ -264,8 +266,9 @@ def write_json(report: Report, out: Path) -> list[Path]:
 # ---- HTML ---------------------------------------------------------------------------------
 
 def _html_section(t: Table) -> str:
+    rule = f"<p>{html.text(t.rule)}</p>" if t.rule else ""
     legend = f"<p>{html.text(t.legend)}</p>" if t.legend else ""
-    return f"<h3>{html.text(t.title)}</h3>{html.table(t.display, t.index)}{legend}"
+    return f"<h3>{html.text(t.title)}</h3>{rule}{html.table(t.display, t.index)}{legend}"
 
 
 def render_html(ts: Sequence[Table]) -> str:
@@ -326,7 +329,9 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
         raise ReportError(f"no run records in {store.root}: run `python -m harness run --grid` first")
     a = analyse(records, n_resamples=n_resamples, seed=seed)
     statistics = {"resamples": n_resamples, "bootstrap_seed": seed, "alpha": ALPHA, "confidence": 0.95,
-                  "multiple_comparisons": "Holm, per task and baseline"}
+                  "test": "seed-aware: Welch-Satterthwaite t on seed variance plus test-set bootstrap variance",
+                  "multiple_comparisons": "Holm, per task, metric and baseline; ranks: Holm over the other pairs",
+                  "min_seeds_for_a_test": MIN_TEST_SEEDS}
     if command is None:
         chosen = "" if formats is None else f" --format {','.join(n for n in names if n != 'manifest')}"
         command = f"python -m harness report --store {store.root} --out {out} --resamples {n_resamples}{chosen}"
