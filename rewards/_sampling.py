@@ -38,14 +38,19 @@ class Objective:
     value: torch.Tensor
     samples: Samples
     terms: dict[str, torch.Tensor]
-    # [N] log π_ref of the samples, when the strategy computed it anyway (saves a reference pass).
-    reference_logprob: torch.Tensor | None = None
+    # The samples re-scored under π_ref (token log-probs), when the strategy computed them anyway
+    # (saves a reference pass).
+    reference: Samples | None = None
 
 
 @dataclass
 class SamplingStrategy(RewardStrategy):
     """loss = objective + α·CE; exactly CE while step < warmup·total_steps.
 
+    The model trains without dropout (`policy_dropout = False`, recorded in the run's record): the
+    samples, their log-probabilities under π_θ (and π_old) and under the frozen reference all come
+    from one deterministic network, so at θ = θ_ref the KL is 0, PPO's ratio 1 and DPO's loss log 2.
+    The logged `kl` is k3 (`kl_estimate`), an unbiased, non-negative estimate of KL(π_θ ‖ π_ref).
     The objective (samples, rewards, a learned reward head's update, PPO's buffer) is computed
     during warm-up too, so the diagnostics are logged from the first step and learned rewards
     start training before they drive the policy; only the returned loss is CE alone.
@@ -55,6 +60,7 @@ class SamplingStrategy(RewardStrategy):
     family = "sampling"
     needs_reference = True
     init_from = "ce"
+    policy_dropout = False
 
     alpha: float = param(0.5, "weight α of the cross-entropy mixed into the loss to stay fluent", min=0.0)
     warmup: float = param(0.0, "fraction of the training steps trained with CE alone before the sampled "
@@ -70,22 +76,35 @@ class SamplingStrategy(RewardStrategy):
         loss = ce if warming_up else objective.value + self.alpha * ce
         terms = {"ce": ce.detach(), **objective.terms}
         samples = objective.samples
-        reference = objective.reference_logprob
+        reference = objective.reference
         if reference is None and ctx.reference is not None:
             with torch.no_grad():
-                reference = ctx.policy.log_prob(ctx.reference, batch, samples).logprob
+                reference = ctx.policy.log_prob(ctx.reference, batch, samples)
         if reference is not None:
-            terms["kl"] = (samples.logprob.detach() - reference).mean()
+            terms["kl"] = masked_mean(kl_estimate(samples, reference))
         with torch.no_grad():
             log_probs, _ = scored_log_probs(logits.detach(), batch["labels"])
             terms["entropy"] = masked_mean(entropy(log_probs))
-        terms["sample_length"] = samples.lengths.float().mean()
+        terms["sample_length"] = masked_mean(samples.lengths.float())
         return LossOutput(loss, terms)
 
     def reference(self, ctx: StepContext) -> torch.nn.Module:
         if ctx.reference is None:
             raise ValueError(f"reward {self.name!r} needs the frozen reference model in StepContext.reference")
         return ctx.reference
+
+
+def kl_estimate(policy: Samples, reference: Samples) -> torch.Tensor:
+    """[N] k3 of Schulman 2020 ("Approximating KL Divergence"): Σ_t (ρ_t − 1 − log ρ_t) over each
+    sample's actions, ρ_t = π_ref(a_t)/π(a_t), detached.
+
+    For a_t drawn from π (given the sample's earlier actions) each term is ≥ 0 and has expectation
+    KL(π ‖ π_ref) at that position; their sum is an unbiased estimate of the KL between the two
+    models' distributions over whole outputs (chain rule), exactly 0 where π = π_ref.
+    """
+    n = policy.token_logprob.shape[0]
+    log_ratio = torch.where(policy.mask, reference.token_logprob.detach() - policy.token_logprob.detach(), 0.0)
+    return (torch.expm1(log_ratio) - log_ratio).reshape(n, -1).sum(-1)
 
 
 def mean_logprob(samples: Samples) -> torch.Tensor:
@@ -194,8 +213,8 @@ class LearnedRewardStrategy(SamplingStrategy):
 
     def learned_reward(self, ctx: StepContext, batch: dict[str, Any], samples: Samples,
                        head_loss: Callable[[torch.Tensor], torch.Tensor]
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log π_ref [N], r_φ [N] before this step's update, head loss before it)."""
+                       ) -> tuple[Samples, torch.Tensor, torch.Tensor]:
+        """(the samples under π_ref, r_φ [N] before this step's update, head loss before it)."""
         with torch.no_grad():
             rescored, features = ctx.policy.features(self.reference(ctx), batch, samples)
         if self.head is None:
@@ -204,4 +223,4 @@ class LearnedRewardStrategy(SamplingStrategy):
             predicted = self.head(features.float())
             loss = head_loss(predicted)
         self.head_losses.append(loss)
-        return rescored.logprob, predicted.detach(), loss.detach()
+        return rescored, predicted.detach(), loss.detach()

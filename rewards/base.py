@@ -77,8 +77,12 @@ class RewardStrategy:
     needs_reference: ClassVar[bool] = False
     # Name of the strategy whose checkpoint (same task, model and seed) this one starts from.
     init_from: ClassVar[str | None] = None
-    # Optimiser steps taken on each batch (and its rollout): more than one for PPO epochs or GRPO.
+    # Optimiser steps taken on each batch (and its rollout): more than one for PPO epochs or GRPO
+    # (a strategy may declare it as a parameter field instead, e.g. `updates: int = param(4, ...)`).
     updates: ClassVar[int] = 1
+    # Dropout in the trained model unless the run's `policy_dropout` setting says otherwise: off for
+    # the sampling strategies (their samples, old/new log-probabilities and KL need one network).
+    policy_dropout: ClassVar[bool] = True
 
     def refuses(self, task: "Task", kind: str) -> str | None:
         """Why this strategy cannot run `task` as model kind `kind`, or None when it can."""

@@ -32,11 +32,11 @@ class DPO(SamplingStrategy):
         reward = ctx.policy.score(samples, batch)
         pairs = preferences(reward, self.noise)
         with torch.no_grad():
-            reference_logprob = ctx.policy.log_prob(self.reference(ctx), batch, samples).logprob
-        margin = self.beta * chosen_minus_rejected(samples.logprob - reference_logprob, pairs.chosen)
+            reference = ctx.policy.log_prob(self.reference(ctx), batch, samples)
+        margin = self.beta * chosen_minus_rejected(samples.logprob - reference.logprob, pairs.chosen)
         dpo = mean_over_mask(-F.logsigmoid(margin), pairs.valid)
         rejected = reward.view(-1, 2).gather(1, (1 - pairs.chosen).unsqueeze(1)).squeeze(1)
         return Objective(dpo, samples, {"dpo": dpo.detach(), "reward": reward.mean(),
                                         "baseline": mean_over_mask(rejected, pairs.valid),
                                         "margin": mean_over_mask(margin.detach(), pairs.valid)},
-                         reference_logprob=reference_logprob)
+                         reference=reference)

@@ -29,11 +29,11 @@ class RewardModel(LearnedRewardStrategy):
     def objective(self, logits: torch.Tensor, batch: dict[str, Any], ctx: StepContext) -> Objective:
         samples = ctx.policy.sample(ctx.model, batch, logits, self.num_samples)
         reward = ctx.policy.score(samples, batch)
-        reference_logprob, predicted, mse = self.learned_reward(
+        reference, predicted, mse = self.learned_reward(
             ctx, batch, samples, lambda r: F.mse_loss(r, reward))
         baseline = predicted.mean()
         pg = policy_gradient(predicted - baseline, samples)
         return Objective(pg, samples, {"pg": pg.detach(), "reward": reward.mean(), "rm_reward": baseline,
                                        "baseline": baseline, "rm_mse": mse,
                                        "rm_rank_corr": spearman(predicted, reward)},
-                         reference_logprob=reference_logprob)
+                         reference=reference)

@@ -42,8 +42,7 @@ class RLHF(LearnedRewardStrategy):
     samples (ρ = 1: the plain policy gradient). The previous step's samples, with their inputs,
     log π_old and advantages, are kept and enter this step's surrogate too, re-scored under the
     updated θ, where ρ ≠ 1 and the clip bounds how far one step moves their probabilities;
-    clip_fraction and ratio_deviation (mean |ρ − 1|) are measured on them. Dropout differs between
-    the two scorings, so ρ carries some dropout noise as well.
+    clip_fraction and ratio_deviation (mean |ρ − 1|) are measured on them.
     """
 
     noise: float = noise_param()
@@ -62,10 +61,10 @@ class RLHF(LearnedRewardStrategy):
         def bradley_terry(r: torch.Tensor) -> torch.Tensor:
             return mean_over_mask(-F.logsigmoid(chosen_minus_rejected(r, pairs.chosen)), pairs.valid)
 
-        reference_logprob, predicted, rm_loss = self.learned_reward(ctx, batch, samples, bradley_terry)
+        reference, predicted, rm_loss = self.learned_reward(ctx, batch, samples, bradley_terry)
         group = predicted.view(-1, 2)
         baseline = group.mean(-1, keepdim=True)
-        advantage = (group - baseline).flatten() - self.kl_coef * (samples.logprob.detach() - reference_logprob)
+        advantage = (group - baseline).flatten() - self.kl_coef * (samples.logprob.detach() - reference.logprob)
         old = dataclasses.replace(samples, logprob=samples.logprob.detach(),
                                   token_logprob=samples.token_logprob.detach())
         objective, _, _ = self._surrogate(samples, old, advantage)
@@ -84,7 +83,7 @@ class RLHF(LearnedRewardStrategy):
         return Objective(pg, samples, {"pg": pg.detach(), "reward": reward.mean(), "rm_reward": predicted.mean(),
                                        "baseline": baseline.mean(), "rm_loss": rm_loss, "rm_accuracy": rm_accuracy,
                                        "clip_fraction": clip_fraction, "ratio_deviation": ratio_deviation},
-                         reference_logprob=reference_logprob)
+                         reference=reference)
 
     def _surrogate(self, new: Samples, old: Samples,
                    advantage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

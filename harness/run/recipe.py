@@ -102,6 +102,7 @@ class Setup:
     total_steps: int
     init_from: str | None
     grad_accum: int = 1
+    dropout: bool = True  # dropout on in the model while it trains (`policy_dropout`, resolved)
     started: float = field(default_factory=time.time)
 
     @property
@@ -153,9 +154,10 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=0, total_steps=total_steps, forward=forward,
                       policy=policy, reference=reference, kind=kind)
     trained = torch.compile(model, dynamic=True) if s.compile else model
+    dropout = strategy.policy_dropout if s.policy_dropout is None else s.policy_dropout
     return Setup(cfg=cfg, task=task, kind=kind, strategy=strategy, model=model, tokenizer=tokenizer, device=device,
                  data=data, tables=tables, generation=generation, ctx=ctx, trained=trained, optimizer=optimizer, scheduler=scheduler,
-                 total_steps=total_steps, init_from=init_from, grad_accum=grad_accum, started=started)
+                 total_steps=total_steps, init_from=init_from, grad_accum=grad_accum, started=started, dropout=dropout)
 
 
 def _optimiser(model: torch.nn.Module, cfg: RunConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -188,9 +190,10 @@ def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = Tr
     Under gradient accumulation each micro-batch's loss is weighted by its share of the batch's
     scored positions, so an accumulated step equals the whole batch's step for a token-mean loss.
     A strategy with `updates` > 1 takes that many optimiser steps on each batch and its rollout.
+    The model trains with dropout only where `setup.dropout` says so (off for sampling strategies).
     """
     s, model, strategy = setup.cfg.settings, setup.model, setup.strategy
-    model.train()
+    model.train(setup.dropout)  # eval mode switches dropout off; gradients flow the same
     sums: dict[str, torch.Tensor] = {}
     started, samples = time.time(), 0
     train = setup.data["train"]
@@ -341,7 +344,7 @@ def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], 
     record = {
         "hash": cfg.run_hash(), "status": "completed", "config": cfg.identity(),
         "model": cfg.settings.model or setup.task.default_model, "generation": setup.generation,
-        "init_from": setup.init_from,
+        "init_from": setup.init_from, "policy_dropout": setup.dropout,
         "main_metric": setup.task.main_metric, "best_epoch": best_epoch,
         "validation": history[best_epoch - 1]["validation"], "test": test_result.corpus,
         "metric_info": test_result.info, "history": history, "steps": state.step_log,
