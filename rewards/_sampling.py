@@ -94,6 +94,11 @@ class SamplingStrategy(RewardStrategy):
         return ctx.reference
 
 
+def generates(ctx: StepContext) -> bool:
+    """Whether the run's outputs are generated sequences (the kind's `generates`), not labels or tags."""
+    return bool(getattr(ctx.kind, "generates", False))
+
+
 def kl_estimate(policy: Samples, reference: Samples) -> torch.Tensor:
     """[N] k3 of Schulman 2020 ("Approximating KL Divergence"): Σ_t (ρ_t − 1 − log ρ_t) over each
     sample's actions, ρ_t = π_ref(a_t)/π(a_t), detached.

@@ -310,3 +310,52 @@ def test_parameters_are_declared_and_validated(name: str) -> None:
     assert {"alpha", "warmup"} <= set(strategy.params())
     with pytest.raises(ValueError, match="warmup"):
         build_reward(name, {"warmup": 1.5})
+
+
+# ---- reinforce: a sentence reward for generated text, an immediate ±1 for labels and tags ---------
+
+class StubPolicy:
+    """Returns fixed samples; `score` (the sentence metric) and `token_correct` record being called."""
+
+    def __init__(self, samples: Any, scores: torch.Tensor, correct: torch.Tensor):
+        self.samples, self.scores, self.correct, self.calls = samples, scores, correct, []
+
+    def sample(self, model, batch, logits, num_samples=1, greedy=False):
+        return self.samples
+
+    def score(self, samples, batch):
+        self.calls.append("score")
+        return self.scores
+
+    def token_correct(self, samples, batch):
+        self.calls.append("token_correct")
+        return self.correct
+
+
+@pytest.mark.parametrize("generating", [True, False])
+def test_reinforce_rewards_sequences_by_sentence_and_labels_by_action(generating: bool) -> None:
+    from rewards.base import Samples
+    token_logprob = torch.tensor([[-0.5, -1.0, -2.0], [-0.1, -0.3, 0.0], [-1.5, -0.2, -0.7]], requires_grad=True)
+    mask = torch.tensor([[True, True, True], [True, True, False], [True, True, True]])
+    masked = torch.where(mask, token_logprob, 0.0)
+    samples = Samples(actions=torch.zeros(3, 3, dtype=torch.long), mask=mask, logprob=masked.sum(-1),
+                      token_logprob=masked, index=torch.arange(3))
+    scores = torch.tensor([0.2, 0.9, 0.4])
+    correct = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    policy = StubPolicy(samples, scores, correct)
+    ctx = StepContext(task=None, model=None, tokenizer=None, step=0, total_steps=1, forward=kinds.forward,
+                      policy=policy, kind=SimpleNamespace(generates=generating))
+    batch = {"labels": torch.zeros(3, 3, dtype=torch.long)}
+    strategy = build_reward("reinforce", {"alpha": 0.0})
+    terms = strategy.objective(None, batch, ctx).terms
+    if generating:  # r_n = the sentence metric, credited to the summed log-probability of the whole output
+        assert policy.calls == ["score"]
+        expected = -((scores - scores.mean()) * masked.sum(-1)).mean()
+    else:  # r_a = ±1 per action, credited to that action only
+        assert policy.calls == ["token_correct"]
+        reward = 2 * correct - 1
+        baseline = reward[mask].mean()
+        expected = -(torch.where(mask, (reward - baseline) * masked, 0.0).sum(-1)).mean()
+    torch.testing.assert_close(terms["pg"], expected.detach())
+    second = strategy.objective(None, batch, ctx).terms  # the baseline is the first batch's mean reward
+    torch.testing.assert_close(second["baseline"], terms["reward"])
