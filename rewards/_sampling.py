@@ -4,8 +4,8 @@
 sampling strategy logs (kl, entropy, sample_length); a subclass supplies only `objective`, its own
 policy-gradient-style term. `LearnedRewardStrategy` adds the reward head r_φ(x, y) that
 `reward_model` (regression) and `rlhf` (Bradley–Terry) train online. The remaining helpers are the
-pieces more than one strategy uses: length-normalised REINFORCE, simulated preference pairs and a
-rank correlation.
+pieces more than one strategy uses: REINFORCE on summed log-probabilities, the k3 KL estimate,
+simulated preference pairs and a rank correlation.
 
 Samples of one input are adjacent (`Samples.index` is arange(B).repeat_interleave(K)), so values
 per sample reshape to [B, K] groups.
@@ -112,18 +112,15 @@ def kl_estimate(policy: Samples, reference: Samples) -> torch.Tensor:
     return (torch.expm1(log_ratio) - log_ratio).reshape(n, -1).sum(-1)
 
 
-def mean_logprob(samples: Samples) -> torch.Tensor:
-    """[N] (1/|y|)·log π(y): a sequence's log-probability per action (a label's own log-probability)."""
-    return samples.logprob / samples.lengths.clamp_min(1)
-
-
 def policy_gradient(advantage: torch.Tensor, samples: Samples) -> torch.Tensor:
-    """−(1/N) Σ_n A_n·(1/|y_n|) log π(y_n): REINFORCE for one reward per sample.
+    """−(1/N) Σ_n A_n·log π(y_n): REINFORCE for one reward per sample, log π(y_n) summed over its actions.
 
-    Normalising by length keeps a long sample's gradient from outweighing a short one's by its
-    number of tokens (and an empty tag sequence, |y| = 0, contributes nothing).
+    The sum is what the gradient of the expected reward has; dividing each sample's log-probability
+    by its length would reweight samples by length and change the objective (Liu et al. 2025,
+    "Understanding R1-Zero-Like Training: A Critical Perspective"). An empty sample (|y| = 0, a tag
+    sequence without a scored word) contributes nothing.
     """
-    return -(advantage.detach() * mean_logprob(samples)).mean()
+    return -(advantage.detach() * samples.logprob).sum() / max(samples.logprob.shape[0], 1)
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from rewards.base import StepContext, register_reward
 
 @register_reward("reward_model")
 class RewardModel(LearnedRewardStrategy):
-    """loss = −(1/N) Σ_n (r̂_n − mean r̂)·(1/|y_n|) log π(y_n) + α·CE,  r̂ = r_φ(x, y).
+    """loss = −(1/N) Σ_n (r̂_n − mean r̂)·log π(y_n) + α·CE,  r̂ = r_φ(x, y), log π summed over actions.
 
     The policy never sees the metric, only a learned estimate of it (the reward-model setting of
     Ziegler et al. 2019 and Stiennon et al. 2020, with the metric standing in for the labeller).
@@ -21,7 +21,8 @@ class RewardModel(LearnedRewardStrategy):
     Adam step on (1/N) Σ (r_φ(x, y_n) − r(y_n))² per training step, after predicting them; the
     baseline is the batch mean of r̂. Logged before that update, i.e. on samples the head has not
     seen: rm_mse, and rm_rank_corr = Spearman's ρ between r̂ and the true metric (how well the head
-    ranks samples, which is all REINFORCE with a baseline uses).
+    ranks samples, which is all REINFORCE with a baseline uses). Normalisation: log π(y_n) summed
+    over the sample's actions (the policy gradient of a sequence-level reward), mean over samples.
     """
 
     num_samples: int = num_samples_param(2)

@@ -24,7 +24,7 @@ class _Rollout:
 
 @register_reward("rlhf")
 class RLHF(LearnedRewardStrategy):
-    """loss = −(1/N) Σ_n (1/|y_n|) Σ_t min(ρ_nt·A_n, clip(ρ_nt, 1 − ε, 1 + ε)·A_n) + α·CE.
+    """loss = −(1/N) Σ_n Σ_t min(ρ_nt·A_n, clip(ρ_nt, 1 − ε, 1 + ε)·A_n) + α·CE.
 
     n runs over this step's samples and the previous step's (see below). Schulman et al. 2017,
     "Proximal Policy Optimization Algorithms", in the RLHF pipeline of
@@ -37,7 +37,8 @@ class RLHF(LearnedRewardStrategy):
       advantage: A_n = r_φ(y_n) − mean of r_φ over the input's two samples
         − kl_coef·(log π_old(y_n) − log π_ref(y_n)), fixed when y_n is sampled;
       ratio: ρ_nt = π_θ(a_nt)/π_old(a_nt) per action (a sequence-level ratio would be the product
-        over tokens and overflow), averaged per sample as in GRPO.
+        over tokens and overflow); the clipped per-action terms are summed over the sample's
+        actions (not divided by its length, which would change the objective), mean over samples.
     One-step-stale PPO: the runner takes one optimiser step per batch, so π_old = π_θ for fresh
     samples (ρ = 1: the plain policy gradient). The previous step's samples, with their inputs,
     log π_old and advantages, are kept and enter this step's surrogate too, re-scored under the
@@ -93,6 +94,6 @@ class RLHF(LearnedRewardStrategy):
         ratio = torch.exp(new.token_logprob.reshape(n, -1) - old.token_logprob.reshape(n, -1))
         a = advantage.unsqueeze(-1)
         per_action = torch.minimum(ratio * a, ratio.clamp(1.0 - self.clip, 1.0 + self.clip) * a)
-        per_sample = torch.where(mask, per_action, 0.0).sum(-1) / mask.sum(-1).clamp_min(1)
+        per_sample = torch.where(mask, per_action, 0.0).sum(-1)
         deviation = (ratio.detach() - 1.0).abs()
         return per_sample, deviation > self.clip, deviation

@@ -11,13 +11,13 @@ from rewards.base import StepContext, register_reward
 
 @register_reward("scst")
 class SCST(SamplingStrategy):
-    """loss = −(1/N) Σ_n (r(y_n) − r(ŷ))·(1/|y_n|) log π(y_n) + α·CE.
+    """loss = −(1/N) Σ_n (r(y_n) − r(ŷ))·log π(y_n) + α·CE.
 
     Rennie et al. 2017, "Self-critical Sequence Training for Image Captioning". y_n are K samples
-    per input, ŷ the greedy (argmax) output for the same input, r the task's sentence-level metric;
-    only samples that beat the model's own test-time output are reinforced. The log-probability is
-    divided by the number of actions (tags, tokens; 1 for a label), so long outputs do not get
-    larger steps than short ones.
+    per input, ŷ the greedy (argmax) output for the same input (the baseline: the model's own
+    test-time output), r the task's sentence-level metric; only samples that beat ŷ are reinforced.
+    Normalisation as in the paper: log π(y_n) is summed over the sample's actions (tokens, tags; one
+    for a label), not divided by its length; mean over samples.
     """
 
     num_samples: int = num_samples_param(1)

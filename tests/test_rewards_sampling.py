@@ -359,3 +359,63 @@ def test_reinforce_rewards_sequences_by_sentence_and_labels_by_action(generating
     torch.testing.assert_close(terms["pg"], expected.detach())
     second = strategy.objective(None, batch, ctx).terms  # the baseline is the first batch's mean reward
     torch.testing.assert_close(second["baseline"], terms["reward"])
+
+
+# ---- no length normalisation: every token of a sample gets its sample's weight, whatever its length ----
+
+def two_lengths() -> tuple[Any, torch.Tensor]:
+    """Four samples of two inputs (K = 2): lengths 1, 3, 2, 3; per-token log-probs as a leaf tensor."""
+    from rewards.base import Samples
+    leaf = torch.tensor([[-0.5, -1.0, -2.0], [-0.1, -0.3, -0.2], [-1.5, -0.2, -0.7], [-0.4, -0.9, -0.3]],
+                        requires_grad=True)
+    mask = torch.tensor([[True, False, False], [True, True, True], [True, True, False], [True, True, True]])
+    masked = torch.where(mask, leaf, 0.0)
+    samples = Samples(actions=torch.arange(12).view(4, 3), mask=mask, logprob=masked.sum(-1), token_logprob=masked,
+                      index=torch.tensor([0, 0, 1, 1]))
+    return samples, leaf
+
+
+class GreedyStub(StubPolicy):
+    def __init__(self, samples: Any, scores: torch.Tensor, greedy_scores: torch.Tensor):
+        super().__init__(samples, scores, torch.zeros(()))
+        self.greedy, self.greedy_scores = SimpleNamespace(), greedy_scores
+
+    def sample(self, model, batch, logits, num_samples=1, greedy=False):
+        return self.greedy if greedy else self.samples
+
+    def score(self, samples, batch):
+        return self.greedy_scores if samples is self.greedy else self.scores
+
+
+def stub_ctx(policy: Any) -> StepContext:
+    return StepContext(task=None, model=None, tokenizer=None, step=0, total_steps=1, forward=kinds.forward,
+                       policy=policy, kind=SimpleNamespace(generates=True))
+
+
+def test_scst_weights_every_token_by_its_samples_advantage() -> None:
+    samples, leaf = two_lengths()
+    scores = torch.tensor([0.9, 0.9, 0.1, 0.5])
+    ctx = stub_ctx(GreedyStub(samples, scores, torch.tensor([0.4, 0.3])))
+    value = build_reward("scst", {"alpha": 0.0}).objective(None, {}, ctx).value
+    (grad,) = torch.autograd.grad(value, leaf)
+    advantage = scores - torch.tensor([0.4, 0.4, 0.3, 0.3])
+    expected = torch.where(samples.mask, -advantage[:, None] / 4, 0.0)  # not −A/(N·|y|)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_policy_gradient_uses_the_summed_log_probability() -> None:
+    from rewards._sampling import policy_gradient
+    samples, leaf = two_lengths()
+    advantage = torch.tensor([1.0, 1.0, -0.5, 2.0])
+    (grad,) = torch.autograd.grad(policy_gradient(advantage, samples), leaf)
+    torch.testing.assert_close(grad, torch.where(samples.mask, -advantage[:, None] / 4, 0.0))
+
+
+def test_mrt_sharpens_the_summed_log_probability() -> None:
+    samples, leaf = two_lengths()
+    scores = torch.tensor([0.9, 0.2, 0.1, 0.5])
+    out = build_reward("mrt", {"alpha": 0.0, "num_samples": 2, "beta": 0.5}).objective(None, {}, stub_ctx(
+        StubPolicy(samples, scores, torch.zeros(()))))
+    q = torch.softmax(0.5 * samples.logprob.detach().view(2, 2), -1)
+    torch.testing.assert_close(out.value.detach(), (q * (1 - scores.view(2, 2))).sum(-1).mean())
+    assert build_reward("mrt").beta == 5e-3  # Shen et al. 2016's sharpness for summed log-probabilities
