@@ -12,13 +12,14 @@ per sample reshape to [B, K] groups.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from rewards.base import (LossOutput, RewardStrategy, Samples, StepContext, cross_entropy, entropy,
-                          masked_mean, param, scored_log_probs)
+                          masked_mean, mean_over_mask, param, scored_log_probs)
 
 REWARD_HEAD_HIDDEN = 64
 
@@ -121,6 +122,80 @@ def policy_gradient(advantage: torch.Tensor, samples: Samples) -> torch.Tensor:
     sequence without a scored word) contributes nothing.
     """
     return -(advantage.detach() * samples.logprob).sum() / max(samples.logprob.shape[0], 1)
+
+
+# ---- rollouts: samples drawn once per batch, several optimiser steps on them (grpo, rlhf) ---------
+
+@dataclass
+class Rollout:
+    """A batch's samples as `rollout` drew them, kept for each of the batch's `updates` steps."""
+
+    samples: Samples  # detached: logprob and token_logprob are log π_old
+    reference: Samples  # the samples under π_ref (detached)
+    reward: torch.Tensor  # [N] what each sample was rewarded (before any baseline)
+    advantage: torch.Tensor  # [N] fixed for every update of the rollout
+    terms: dict[str, torch.Tensor]  # diagnostics of the rollout, logged with each of its updates
+
+
+def detached(samples: Samples) -> Samples:
+    return dataclasses.replace(samples, logprob=samples.logprob.detach(), token_logprob=samples.token_logprob.detach())
+
+
+def rollout_of(strategy: RewardStrategy, batch: dict[str, Any], ctx: StepContext) -> Any:
+    """The rollout the recipe drew for this batch; drawn now, without gradient, when called outside it."""
+    if ctx.rollout is not None:
+        return ctx.rollout
+    with torch.no_grad():
+        return strategy.rollout(batch, ctx)
+
+
+@dataclass
+class Surrogate:
+    """PPO's clipped surrogate per action, and how far the ratios moved (detached)."""
+
+    per_action: torch.Tensor  # [N, L] min(ρ·A, clip(ρ)·A), 0 where no action was taken
+    mask: torch.Tensor  # [N, L]
+    clip_fraction: torch.Tensor  # share of actions whose ratio lies outside [1 − ε, 1 + ε]
+    ratio_deviation: torch.Tensor  # mean |ρ − 1| over actions
+
+
+def clipped_surrogate(new: Samples, old: Samples, advantage: torch.Tensor, clip: float) -> Surrogate:
+    """min(ρ_t·A, clip(ρ_t, 1 − ε, 1 + ε)·A) per action, ρ_t = π_θ(a_t)/π_old(a_t) (Schulman et al. 2017).
+
+    The ratio is per action: a sequence's ratio is the product over its tokens and would overflow."""
+    n = advantage.shape[0]
+    mask = new.mask.reshape(n, -1)
+    log_ratio = torch.where(mask, new.token_logprob.reshape(n, -1) - old.token_logprob.reshape(n, -1).detach(), 0.0)
+    ratio = log_ratio.exp()
+    a = advantage.detach().unsqueeze(-1)
+    per_action = torch.where(mask, torch.minimum(ratio * a, ratio.clamp(1.0 - clip, 1.0 + clip) * a), 0.0)
+    deviation = (ratio.detach() - 1.0).abs()
+    return Surrogate(per_action, mask, mean_over_mask((deviation > clip).float(), mask),
+                     mean_over_mask(deviation, mask))
+
+
+def k3_per_action(new: Samples, reference: Samples) -> torch.Tensor:
+    """[N, L] ρ − 1 − log ρ, ρ = π_ref(a_t)/π_θ(a_t), with gradient through π_θ (GRPO's KL term)."""
+    n = new.token_logprob.shape[0]
+    log_ratio = torch.where(new.mask, reference.token_logprob.detach() - new.token_logprob, 0.0).reshape(n, -1)
+    return torch.expm1(log_ratio) - log_ratio
+
+
+def group_advantages(reward: torch.Tensor, k: int, scale: bool = True) -> torch.Tensor:
+    """[N] GRPO's group-relative advantage: (r − mean of the input's K rewards) / (their std + 1e-4)
+    (Shao et al. 2024; std with Bessel's correction, as TRL); `scale=False` drops the division (Dr. GRPO,
+    Liu et al. 2025). Sums to zero over each input's group either way."""
+    group = reward.view(-1, k)
+    advantage = group - group.mean(-1, keepdim=True)
+    if scale:
+        advantage = advantage / (group.std(-1, keepdim=True) + 1e-4)
+    return advantage.flatten()
+
+
+def leave_one_out_baseline(reward: torch.Tensor, k: int) -> torch.Tensor:
+    """[N] RLOO's baseline: the mean reward of the input's other K − 1 samples (Ahmadian et al. 2024)."""
+    group = reward.view(-1, k)
+    return ((group.sum(-1, keepdim=True) - group) / (k - 1)).flatten()
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -113,3 +113,30 @@ def test_every_family_runs_end_to_end_on_a_decoder_only_model(tmp_path, data_dir
     scst = next(r for r in records if r["config"]["reward"] == "scst" and r["config"]["task"] == "translation")
     assert scst["init_from"] is not None, "sampling strategies start from the ce run of the decoder-only model"
     assert all(isinstance(e["prediction"], str) for r in records for e in r["test_examples"])
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo"])
+def test_group_strategies_train_a_decoder_only_model(name):
+    """A rollout of K samples per prompt, then the strategy's updates: finite, ratio 1 at first (grpo)."""
+    import copy
+    import dataclasses
+
+    from rewards.base import StepContext, build_reward
+
+    model, batch, task = tiny_model(), batch_of(), get_task("translation")
+    strategy = build_reward(name)
+    model.train(strategy.policy_dropout)
+    ctx = StepContext(task=task, model=model, tokenizer=TOKENIZER, step=0, total_steps=4, forward=kinds.forward,
+                      policy=KIND.policy(task, TOKENIZER, max_new_tokens=6), kind=KIND,
+                      reference=copy.deepcopy(model).eval().requires_grad_(False))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    with torch.no_grad():
+        rollout = strategy.rollout(batch, ctx)
+    for update in range(strategy.updates):
+        out = strategy.loss(KIND.forward(model, batch), batch, dataclasses.replace(ctx, update=update, rollout=rollout))
+        optimizer.zero_grad()
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.terms.values())
+        optimizer.step()
+        if name == "grpo" and update == 0:
+            assert out.terms["ratio_deviation"] == 0 and abs(out.terms["kl"]) < 1e-6

@@ -20,17 +20,19 @@ import kinds
 from tasks.base import get_task
 from tests.helpers import check_declared_params
 
-STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo")
+STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo", "grpo", "rloo")
 # The strategy's own objective term: loss = term + α·CE once warm-up is over.
-OWN_TERM = {"reinforce": "pg", "scst": "pg", "mrt": "risk", "reward_model": "pg", "rlhf": "pg", "dpo": "dpo"}
+OWN_TERM = {"reinforce": "pg", "scst": "pg", "mrt": "risk", "reward_model": "pg", "rlhf": "pg", "dpo": "dpo",
+            "grpo": "pg", "rloo": "pg"}
 COMMON_TERMS = {"ce", "reward", "baseline", "kl", "entropy", "sample_length"}
 EXTRA_TERMS = {"reward_model": {"rm_rank_corr", "rm_mse", "rm_reward"},
                "rlhf": {"rm_accuracy", "rm_loss", "rm_reward", "clip_fraction", "ratio_deviation"},
-               "mrt": set(), "reinforce": set(), "scst": set(), "dpo": {"margin"}}
+               "mrt": set(), "reinforce": set(), "scst": set(), "dpo": {"margin"},
+               "grpo": {"clip_fraction", "ratio_deviation", "reward_std"}, "rloo": {"penalised_reward"}}
 # Settings under which the bandit is learnt in BANDIT_STEPS steps (α = 0: the sampled objective alone).
 BANDIT_PARAMS: dict[str, dict[str, Any]] = {
     "reinforce": {}, "scst": {}, "mrt": {}, "reward_model": {"rm_lr": 0.01},
-    "rlhf": {"rm_lr": 0.01, "noise": 0.0}, "dpo": {"noise": 0.0},
+    "rlhf": {"rm_lr": 0.01, "noise": 0.0}, "dpo": {"noise": 0.0}, "grpo": {}, "rloo": {},
 }
 BANDIT_STEPS = 60
 
@@ -72,6 +74,28 @@ def make_ctx(task: Any, model: torch.nn.Module, tokenizer: Any = None, step: int
                        reference=copy.deepcopy(model).eval().requires_grad_(False), kind=kind)
 
 
+def train_batch(strategy: RewardStrategy, model: torch.nn.Module, batch: dict[str, Any], ctx: StepContext,
+                optimizer: torch.optim.Optimizer, step: int,
+                check: Any = None) -> list[LossOutput]:
+    """One batch as the recipe trains it: a rollout without gradient, then `updates` optimiser steps
+    (each calling `loss` with the rollout), `after_step` after each; `check(out, model)` after backward."""
+    with torch.no_grad():
+        rollout = strategy.rollout(batch, dataclasses.replace(ctx, step=step))
+    outs = []
+    for update in range(strategy.updates):
+        out = strategy.loss(kinds.forward(model, batch), batch,
+                            dataclasses.replace(ctx, step=step + update, update=update, rollout=rollout))
+        optimizer.zero_grad()
+        if check is not None:
+            check(out, model)
+        elif out.loss.requires_grad:
+            out.loss.backward()
+        optimizer.step()
+        strategy.after_step(dataclasses.replace(ctx, step=step + update + 1, update=update))
+        outs.append(out)
+    return outs
+
+
 def p_arm1(model: Bandit) -> float:
     with torch.no_grad():
         return kinds.forward(model, bandit_batch(1))[0].softmax(-1)[1].item()
@@ -85,12 +109,9 @@ def test_bandit_learns_the_better_arm(name: str) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     ctx = make_ctx(bandit_task(), model)
     before = p_arm1(model)
+    strategy.start(ctx)
     for step in range(BANDIT_STEPS):
-        out = strategy.loss(kinds.forward(model, batch), batch, dataclasses.replace(ctx, step=step))
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        strategy.after_step(dataclasses.replace(ctx, step=step + 1))
+        train_batch(strategy, model, batch, ctx, optimizer, step * strategy.updates)
     assert before < 0.15
     assert p_arm1(model) > 0.8, f"{name}: p(arm 1) {before:.2f} -> {p_arm1(model):.2f}"
 
@@ -139,16 +160,14 @@ def assert_finite(out: LossOutput, model: torch.nn.Module) -> None:
 
 def run_steps(name: str, model: torch.nn.Module, batch: dict[str, Any], ctx: StepContext, steps: int = 2,
               params: dict[str, Any] | None = None) -> list[LossOutput]:
-    """`steps` optimiser steps as the runner takes them; every loss and gradient must be finite."""
+    """`steps` batches as the recipe trains them (each: a rollout, then `updates` optimiser steps);
+    every loss and gradient must be finite. Returns the output of every optimiser step."""
     strategy = build_reward(name, params)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    strategy.start(ctx)
     outs = []
     for step in range(steps):
-        out = strategy.loss(kinds.forward(model, batch), batch, dataclasses.replace(ctx, step=step))
-        assert_finite(out, model)
-        optimizer.step()
-        strategy.after_step(dataclasses.replace(ctx, step=step + 1))
-        outs.append(out)
+        outs += train_batch(strategy, model, batch, ctx, optimizer, step * strategy.updates, check=assert_finite)
     return outs
 
 
@@ -419,3 +438,44 @@ def test_mrt_sharpens_the_summed_log_probability() -> None:
     q = torch.softmax(0.5 * samples.logprob.detach().view(2, 2), -1)
     torch.testing.assert_close(out.value.detach(), (q * (1 - scores.view(2, 2))).sum(-1).mean())
     assert build_reward("mrt").beta == 5e-3  # Shen et al. 2016's sharpness for summed log-probabilities
+
+
+# ---- grpo and rloo --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_grpo_advantages_sum_to_zero_per_group(scale: bool) -> None:
+    from rewards._sampling import group_advantages
+    reward = torch.tensor([0.1, 0.5, 0.5, 0.9, 0.3, 0.3, 0.3, 0.3, 0.0, 1.0, 0.2, 0.7])
+    advantage = group_advantages(reward, 4, scale=scale).view(3, 4)
+    torch.testing.assert_close(advantage.sum(-1), torch.zeros(3), atol=1e-6, rtol=0)
+    assert (advantage[1] == 0).all(), "a group of equal rewards teaches nothing"
+    group = reward.view(3, 4)
+    expected = group - group.mean(-1, keepdim=True)
+    if scale:  # Shao et al.: divided by the group's std; Dr. GRPO: not
+        expected = expected / (group.std(-1, keepdim=True) + 1e-4)
+    torch.testing.assert_close(advantage, expected)
+
+
+def test_rloo_baseline_excludes_the_sample_itself() -> None:
+    from rewards._sampling import leave_one_out_baseline
+    reward = torch.tensor([0.1, 0.5, 0.2, 0.9, 1.0, 0.0])
+    baseline = leave_one_out_baseline(reward, 3)
+    torch.testing.assert_close(baseline, torch.tensor([0.35, 0.15, 0.3, 0.5, 0.45, 0.95]))
+    changed = reward.clone()
+    changed[1] = 10.0  # another reward for sample 1: its own baseline stays, its group's others move
+    moved = leave_one_out_baseline(changed, 3)
+    torch.testing.assert_close(moved[1], baseline[1])
+    assert (moved[[0, 2]] - baseline[[0, 2]] > 4).all()
+    assert torch.equal(moved[3:], baseline[3:])
+
+
+@pytest.mark.parametrize("task_name", ["ner", "translation"])
+def test_grpo_ratio_is_one_on_the_first_update_of_a_rollout(task_name: str, tokenizer: Any) -> None:
+    model, batch, ctx = real_setup(task_name, tokenizer)
+    strategy = build_reward("grpo", {"updates": 3})
+    model.train(strategy.policy_dropout)
+    outs = train_batch(strategy, model, batch, ctx, torch.optim.AdamW(model.parameters(), lr=1e-2), 0)
+    assert len(outs) == 3
+    assert outs[0].terms["ratio_deviation"] == 0 and outs[0].terms["clip_fraction"] == 0
+    assert outs[1].terms["ratio_deviation"] > 0, "later updates re-score the same samples under the moved policy"
+    assert outs[0].terms["reward"] == outs[2].terms["reward"], "one rollout per batch"
