@@ -3,7 +3,7 @@
 `SamplingStrategy` is the template: CE, the warm-up switch, the α·CE mix and the diagnostics every
 sampling strategy logs (kl, entropy, sample_length); a subclass supplies only `objective`, its own
 policy-gradient-style term. `LearnedRewardStrategy` adds the reward head r_φ(x, y) that
-`reward_model` (regression) and `rlhf` (Bradley–Terry) train online. The remaining helpers are the
+`reward_model` refits online on the metric (`rlhf` trains a frozen one: `rewards._preferences`). The remaining helpers are the
 pieces more than one strategy uses: REINFORCE on summed log-probabilities, the k3 KL estimate,
 simulated preference pairs and a rank correlation.
 
@@ -239,7 +239,7 @@ def chosen_minus_rejected(values: torch.Tensor, chosen: torch.Tensor) -> torch.T
     return sign * (pair[:, 0] - pair[:, 1])
 
 
-# ---- a learned reward r_φ(x, y) (reward_model, rlhf) ----------------------------------------
+# ---- a learned reward r_φ(x, y) (reward_model online; rlhf's frozen reward model) -------------
 
 class RewardHead(torch.nn.Module):
     """r_φ: LayerNorm → Linear → GELU → Linear over the policy's `features`, with its own Adam.

@@ -59,6 +59,10 @@ class StepContext:
     kind: "ModelKind | None" = None
     update: int = 0  # which of the batch's `updates` optimiser steps this is
     rollout: Any = None  # what `rollout` returned for this batch
+    # The run's training batches (`harness.run.data.Batches`: `rows`, `lengths`, `batch_size` and the
+    # kind, task and padding `collate` needs), for run-level data built in `start` (preference sets).
+    train: Any = None
+    seed: int = 0  # the run's seed, for run-level data that must not depend on what ran before
 
 
 @dataclass

@@ -13,6 +13,9 @@ import pytest
 import scipy.stats
 import torch
 
+import datasets
+
+from harness.run.data import Batches
 from harness.run.models import load_model, load_tokenizer
 from rewards._sampling import preferences, spearman
 from rewards.base import IGNORE, LossOutput, RewardStrategy, StepContext, build_reward
@@ -26,13 +29,15 @@ OWN_TERM = {"reinforce": "pg", "scst": "pg", "mrt": "risk", "reward_model": "pg"
             "grpo": "pg", "rloo": "pg"}
 COMMON_TERMS = {"ce", "reward", "baseline", "kl", "entropy", "sample_length"}
 EXTRA_TERMS = {"reward_model": {"rm_rank_corr", "rm_mse", "rm_reward"},
-               "rlhf": {"rm_accuracy", "rm_loss", "rm_reward", "clip_fraction", "ratio_deviation"},
+               "rlhf": {"rm_reward", "rm_heldout_accuracy", "rm_heldout_true_accuracy", "rm_train_loss", "kl_coef",
+                        "kl_penalty", "clip_fraction", "ratio_deviation", "preference_pairs", "preference_heldout",
+                        "preference_ties", "annotator_agreement"},
                "mrt": set(), "reinforce": set(), "scst": set(), "dpo": {"margin"},
                "grpo": {"clip_fraction", "ratio_deviation", "reward_std"}, "rloo": {"penalised_reward"}}
 # Settings under which the bandit is learnt in BANDIT_STEPS steps (α = 0: the sampled objective alone).
 BANDIT_PARAMS: dict[str, dict[str, Any]] = {
     "reinforce": {}, "scst": {}, "mrt": {}, "reward_model": {"rm_lr": 0.01},
-    "rlhf": {"rm_lr": 0.01, "noise": 0.0}, "dpo": {"noise": 0.0}, "grpo": {}, "rloo": {},
+    "rlhf": {"rm_lr": 0.01, "rm_epochs": 50, "temperature": 0.0, "flip_rate": 0.0}, "dpo": {"noise": 0.0}, "grpo": {}, "rloo": {},
 }
 BANDIT_STEPS = 60
 
@@ -61,17 +66,42 @@ def bandit_task(arms: int = 2) -> SimpleNamespace:
                            sentence_score=lambda pred, gold: 1.0 if pred == gold else 0.0)
 
 
-def bandit_batch(rows: int = 8, gold: int = 1) -> dict[str, torch.Tensor]:
+BANDIT_ROWS = 64  # training rows of the bandit (batches of 8 take turns over them)
+
+
+def bandit_batch(rows: int = 8, gold: int = 1, offset: int = 0) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.zeros(rows, 3, dtype=torch.long), "attention_mask": torch.ones(rows, 3, dtype=torch.long),
-            "labels": torch.full((rows,), gold), "index": torch.arange(rows)}
+            "labels": torch.full((rows,), gold), "index": torch.arange(offset, offset + rows)}
+
+
+def training_rows(task: Any, features: list[dict[str, Any]], batch_size: int = 8, pad_id: int = 0,
+                  start: int | None = None) -> Batches:
+    """The run's training batches (`StepContext.train`) over encoded rows."""
+    kind = kinds.get_kind(task.kind)
+    columns = ["input_ids", "labels", "index", *kind.columns]
+    table = datasets.Dataset.from_list([{k: f[k] for k in columns} for f in features])
+    return Batches(kind, task, table, batch_size, pad_id, start)
+
+
+def bandit_rows(gold: int = 1) -> list[dict[str, Any]]:
+    return [{"input_ids": [0, 0, 0], "labels": gold, "index": i} for i in range(BANDIT_ROWS)]
 
 
 def make_ctx(task: Any, model: torch.nn.Module, tokenizer: Any = None, step: int = 0, total_steps: int = 100,
-             max_new_tokens: int = 4) -> StepContext:
+             max_new_tokens: int = 4, train: Batches | None = None) -> StepContext:
     kind = kinds.get_kind(task.kind)
+    if train is None:  # the bandit's
+        train = training_rows(task, bandit_rows(len(task.labels) - 1))
     return StepContext(task=task, model=model, tokenizer=tokenizer, step=step, total_steps=total_steps,
                        forward=kinds.forward, policy=kind.policy(task, tokenizer, max_new_tokens),
-                       reference=copy.deepcopy(model).eval().requires_grad_(False), kind=kind)
+                       reference=copy.deepcopy(model).eval().requires_grad_(False), kind=kind, train=train, seed=0)
+
+
+def started(name: str, ctx: StepContext, params: dict[str, Any] | None = None) -> RewardStrategy:
+    """The strategy built and started as the recipe does (run-level data such as preference sets)."""
+    strategy = build_reward(name, params)
+    strategy.start(ctx)
+    return strategy
 
 
 def train_batch(strategy: RewardStrategy, model: torch.nn.Module, batch: dict[str, Any], ctx: StepContext,
@@ -111,6 +141,7 @@ def test_bandit_learns_the_better_arm(name: str) -> None:
     before = p_arm1(model)
     strategy.start(ctx)
     for step in range(BANDIT_STEPS):
+        batch = bandit_batch(offset=8 * (step % (BANDIT_ROWS // 8)))
         train_batch(strategy, model, batch, ctx, optimizer, step * strategy.updates)
     assert before < 0.15
     assert p_arm1(model) > 0.8, f"{name}: p(arm 1) {before:.2f} -> {p_arm1(model):.2f}"
@@ -124,7 +155,7 @@ def test_warmup_is_exactly_ce(name: str) -> None:
     model, batch = Bandit(bias=(0.3, -0.2)), bandit_batch()
     ctx = make_ctx(bandit_task(), model, step=4, total_steps=10)
     logits = kinds.forward(model, batch)
-    out = build_reward(name, {"warmup": 0.5, "alpha": 0.3}).loss(logits, batch, ctx)
+    out = started(name, ctx, {"warmup": 0.5, "alpha": 0.3}).loss(logits, batch, ctx)
     ce = build_reward("ce").loss(logits, batch, ctx)
     assert torch.equal(out.loss, ce.loss)
     grads = torch.autograd.grad(out.loss, list(model.parameters()), retain_graph=True)
@@ -138,7 +169,7 @@ def test_after_warmup_loss_is_objective_plus_alpha_ce(name: str) -> None:
     torch.manual_seed(2)
     model, batch = Bandit(bias=(0.3, -0.2)), bandit_batch()
     ctx = make_ctx(bandit_task(), model, step=5, total_steps=10)
-    out = build_reward(name, {"warmup": 0.5, "alpha": 0.3}).loss(kinds.forward(model, batch), batch, ctx)
+    out = started(name, ctx, {"warmup": 0.5, "alpha": 0.3}).loss(kinds.forward(model, batch), batch, ctx)
     torch.testing.assert_close(out.loss.detach(), out.terms[OWN_TERM[name]] + 0.3 * out.terms["ce"])
 
 
@@ -163,6 +194,7 @@ def run_steps(name: str, model: torch.nn.Module, batch: dict[str, Any], ctx: Ste
     """`steps` batches as the recipe trains them (each: a rollout, then `updates` optimiser steps);
     every loss and gradient must be finite. Returns the output of every optimiser step."""
     strategy = build_reward(name, params)
+    model.train(strategy.policy_dropout)  # as the recipe trains it
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     strategy.start(ctx)
     outs = []
@@ -203,7 +235,8 @@ def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5) -> tuple
                 for i in range(len(next(iter(rows.values()))))]
     batch = kind.collate(task, features, tokenizer.pad_token_id, start)
     model.train()
-    return model, batch, make_ctx(task, model, tokenizer, total_steps=2, max_new_tokens=max_new_tokens)
+    return model, batch, make_ctx(task, model, tokenizer, total_steps=2, max_new_tokens=max_new_tokens,
+                                  train=training_rows(task, features, pad_id=tokenizer.pad_token_id, start=start))
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
@@ -251,7 +284,7 @@ def test_tiny_run_logs_every_diagnostic(name: str, task_name: str, tokenizer: An
     outs = run_steps(name, model, batch, ctx, steps=2)
     expected = COMMON_TERMS | {OWN_TERM[name]} | EXTRA_TERMS[name]
     assert all(expected <= set(out.terms) for out in outs), expected - set(outs[-1].terms)
-    if name == "rlhf":  # the second step re-scores the first step's samples under the updated policy
+    if build_reward(name).updates > 1:  # later updates re-score the rollout's samples under the moved policy
         assert outs[0].terms["ratio_deviation"] == 0 < outs[1].terms["ratio_deviation"]
 
 
@@ -261,7 +294,7 @@ def test_kl_is_zero_at_the_start(name: str, task_name: str, tokenizer: Any) -> N
     """In the mode the recipe trains it (dropout off for sampling strategies) the policy is its
     reference on the first step."""
     model, batch, ctx = real_setup(task_name, tokenizer)
-    strategy = build_reward(name)
+    strategy = started(name, ctx)
     model.train(strategy.policy_dropout)
     out = strategy.loss(kinds.forward(model, batch), batch, ctx)
     assert out.terms["kl"] >= 0

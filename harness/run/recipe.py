@@ -152,7 +152,7 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     total_steps = len(data["train"]) * s.epochs * strategy.updates
     optimizer, scheduler = _optimiser(model, cfg, total_steps)
     ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=0, total_steps=total_steps, forward=forward,
-                      policy=policy, reference=reference, kind=kind)
+                      policy=policy, reference=reference, kind=kind, train=data["train"], seed=cfg.seed)
     trained = torch.compile(model, dynamic=True) if s.compile else model
     dropout = strategy.policy_dropout if s.policy_dropout is None else s.policy_dropout
     return Setup(cfg=cfg, task=task, kind=kind, strategy=strategy, model=model, tokenizer=tokenizer, device=device,
