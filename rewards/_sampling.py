@@ -4,8 +4,8 @@
 sampling strategy logs (kl, entropy, sample_length); a subclass supplies only `objective`, its own
 policy-gradient-style term. `LearnedRewardStrategy` adds the reward head r_φ(x, y) that
 `reward_model` refits online on the metric (`rlhf` trains a frozen one: `rewards._preferences`). The remaining helpers are the
-pieces more than one strategy uses: REINFORCE on summed log-probabilities, the k3 KL estimate,
-simulated preference pairs and a rank correlation.
+pieces more than one strategy uses: REINFORCE on summed log-probabilities, the KL estimates,
+rollouts and PPO's clipped surrogate, group and leave-one-out baselines, and a rank correlation.
 
 Samples of one input are adjacent (`Samples.index` is arange(B).repeat_interleave(K)), so values
 per sample reshape to [B, K] groups.
@@ -28,10 +28,6 @@ def num_samples_param(default: int, minimum: int = 1) -> Any:
     return param(default, "samples K drawn per input (one batched generate call for sequences)", min=minimum)
 
 
-def noise_param() -> Any:
-    return param(0.1, "probability that the simulated annotator's preference is flipped", min=0.0, max=0.5)
-
-
 @dataclass
 class Objective:
     """A strategy's own loss term, the fresh samples behind it and its named diagnostics."""
@@ -42,6 +38,9 @@ class Objective:
     # The samples re-scored under π_ref (token log-probs), when the strategy computed them anyway
     # (saves a reference pass).
     reference: Samples | None = None
+    # The samples were drawn from π_ref, not from the policy (offline pairs): the KL estimate
+    # importance-weights them (`kl_from_reference_samples`) instead of using k3.
+    sampled_from_reference: bool = False
 
 
 @dataclass
@@ -82,7 +81,8 @@ class SamplingStrategy(RewardStrategy):
             with torch.no_grad():
                 reference = ctx.policy.log_prob(ctx.reference, batch, samples)
         if reference is not None:
-            terms["kl"] = masked_mean(kl_estimate(samples, reference))
+            estimate = kl_from_reference_samples if objective.sampled_from_reference else kl_estimate
+            terms["kl"] = masked_mean(estimate(samples, reference))
         with torch.no_grad():
             log_probs, _ = scored_log_probs(logits.detach(), batch["labels"])
             terms["entropy"] = masked_mean(entropy(log_probs))
@@ -111,6 +111,15 @@ def kl_estimate(policy: Samples, reference: Samples) -> torch.Tensor:
     n = policy.token_logprob.shape[0]
     log_ratio = torch.where(policy.mask, reference.token_logprob.detach() - policy.token_logprob.detach(), 0.0)
     return (torch.expm1(log_ratio) - log_ratio).reshape(n, -1).sum(-1)
+
+
+def kl_from_reference_samples(policy: Samples, reference: Samples) -> torch.Tensor:
+    """[N] w·log w − w + 1, w = π(y)/π_ref(y) for outputs y drawn from π_ref, detached: an unbiased
+    (E_ref[w log w] = KL(π ‖ π_ref), E_ref[w] = 1) and non-negative estimate of KL(π ‖ π_ref) from
+    samples of the reference, 0 where π = π_ref. w is a whole output's ratio (no per-token form
+    exists for samples of the other model); log w is clamped at 50 against overflow."""
+    log_w = (policy.logprob.detach() - reference.logprob.detach()).clamp(max=50.0)
+    return log_w.exp() * log_w - torch.expm1(log_w)
 
 
 def policy_gradient(advantage: torch.Tensor, samples: Samples) -> torch.Tensor:
@@ -213,24 +222,7 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
     return less + (equal + 1) / 2
 
 
-# ---- simulated pairwise feedback (rlhf, dpo) ------------------------------------------------
-
-@dataclass
-class Preferences:
-    """One simulated judgement per input over its two samples (k = 0, 1)."""
-
-    chosen: torch.Tensor  # [B] long: the sample the annotator prefers (noisy)
-    better: torch.Tensor  # [B] long: the sample with the higher task metric (noise-free)
-    valid: torch.Tensor   # [B] bool: the metrics differ; a tie carries no preference and is left out
-
-
-def preferences(scores: torch.Tensor, noise: float) -> Preferences:
-    """Prefers the sample with the higher sentence metric, flipped with probability `noise`."""
-    pair = scores.view(-1, 2)
-    better = (pair[:, 1] > pair[:, 0]).long()
-    flipped = (torch.rand(better.shape, device=better.device) < noise).long()
-    return Preferences(chosen=better ^ flipped, better=better, valid=pair[:, 0] != pair[:, 1])
-
+# ---- pairs of samples (rlhf, dpo, online_dpo; the annotator is in `rewards._preferences`) ------
 
 def chosen_minus_rejected(values: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     """[B] value(chosen sample) − value(the other) from per-sample values [2B]."""

@@ -38,14 +38,21 @@ def test_policy_is_its_reference_at_the_start(tmp_path, data_dir, task, reward):
         assert abs(step["kl"]) < 1e-5, step
         if "ratio_deviation" in step:  # PPO-style strategies: ρ = π_θ/π_old = 1
             assert step["ratio_deviation"] < 1e-5 and step["clip_fraction"] == 0, step
-        if "dpo" in step and step.get("pairs", 1) > 0:  # online pairs may all be ties: no preference, no loss
-            assert step["dpo"] == pytest.approx(math.log(2), abs=1e-5) or step["dpo"] == 0, step
+        if "dpo" in step:  # pairs may all be ties (no preference, no loss); else log 2 at θ = θ_ref
+            assert step["dpo"] == pytest.approx(math.log(2) if step["pairs"] else 0.0, abs=1e-5), step
+
+
+@pytest.mark.parametrize("reward", ["dpo", "online_dpo"])
+def test_dpo_loss_is_log_2_at_the_reference(tmp_path, data_dir, reward):
+    """On labels, two samples often differ: the loss of every stated preference is log 2 at θ = θ_ref."""
+    steps, _ = frozen_steps(tmp_path, data_dir, "sentiment", reward)
+    assert all(s["pairs"] > 0 for s in steps)
+    assert all(s["dpo"] == pytest.approx(math.log(2), abs=1e-6) and abs(s["kl"]) < 1e-6 for s in steps), steps
 
 
 def test_dropout_is_a_recorded_setting_that_matters(tmp_path, data_dir):
     """With `policy_dropout: true` the policy's scoring is noisy and DPO's loss leaves log 2 at θ = θ_ref."""
-    steps, dropout = frozen_steps(tmp_path, data_dir, "ner", "online_dpo" if "online_dpo" in REWARDS else "dpo",
-                                  policy_dropout=True)
+    steps, dropout = frozen_steps(tmp_path, data_dir, "sentiment", "dpo", policy_dropout=True)
     assert dropout
     assert any(abs(s["dpo"] - math.log(2)) > 1e-4 for s in steps)
     assert build_reward("ce").policy_dropout and not build_reward("reinforce").policy_dropout

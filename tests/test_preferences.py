@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 import torch
 
+import kinds
+
 from rewards._preferences import Annotator, build_preferences
 from rewards.base import build_reward
 from rewards.rlhf import AdaptiveKLController, whiten
@@ -105,11 +107,41 @@ def test_rlhf_logs_proxy_and_true_reward_on_a_seq2seq_task(tokenizer) -> None:
 
 def test_rlhf_and_dpo_learn_from_the_same_preference_set(tokenizer) -> None:
     model, batch, ctx = real_setup("ner", tokenizer)
-    rlhf, dpo = started("rlhf", ctx), started("dpo", dataclasses.replace(ctx))
-    if hasattr(dpo, "prefs"):
-        assert rlhf_prefs_equal(rlhf, dpo)
+    torch.manual_seed(123)  # whatever ran before, the set depends on the run's seed only
+    rlhf = started("rlhf", ctx)
+    torch.rand(7)
+    dpo = started("dpo", dataclasses.replace(ctx))
+    assert rlhf.prefs.rows == dpo.prefs.rows and torch.equal(rlhf.prefs.heldout, dpo.prefs.heldout)
+    assert torch.equal(rlhf.prefs.judged.chosen, dpo.prefs.judged.chosen)
+    assert all(torch.equal(a, b) for a, b in zip(rlhf.prefs.actions, dpo.prefs.actions))
 
 
-def rlhf_prefs_equal(rlhf, dpo) -> bool:
-    return bool(torch.equal(rlhf.prefs.judged.chosen, dpo.prefs.judged.chosen)
-                and all(torch.equal(a, b) for a, b in zip(rlhf.prefs.actions, dpo.prefs.actions)))
+# ---- DPO, offline on the fixed set ---------------------------------------------------------------------
+
+def test_dpo_learns_from_the_pairs_of_the_batch_inputs_only() -> None:
+    torch.manual_seed(0)
+    model = Bandit(bias=(0.0, 0.0))
+    ctx = make_ctx(bandit_task(), model)
+    strategy = started("dpo", ctx, {"heldout": 0.5, "temperature": 0.0, "flip_rate": 0.0})
+    prefs = strategy.prefs
+    assert len(prefs.rows) == 64 and 20 < int(prefs.heldout.sum()) < 44
+    for offset in (0, 8, 16):
+        batch = bandit_batch(offset=offset)
+        out = strategy.loss(kinds.forward(model, batch), batch, ctx)
+        rows = [prefs.by_row[r] for r in range(offset, offset + 8)]
+        assert out.terms["pairs"] == int(prefs.trainable[rows].sum()), "trainable pairs of these inputs only"
+        assert out.terms["preference_pairs"] == int(prefs.trainable.sum())
+        assert out.terms["kl"] == 0 and out.terms["sample_length"] == 1
+
+
+def test_kl_from_reference_samples_is_unbiased_and_non_negative() -> None:
+    from rewards._sampling import kl_from_reference_samples
+    from rewards.base import Samples
+    torch.manual_seed(1)
+    p, r = torch.randn(4).log_softmax(-1), torch.randn(4).log_softmax(-1)
+    actions = torch.distributions.Categorical(logits=r).sample((400_000,))  # drawn from the reference
+    ones, index = torch.ones_like(actions, dtype=torch.bool), torch.zeros_like(actions)
+    estimate = kl_from_reference_samples(Samples(actions, ones, p[actions], p[actions], index),
+                                         Samples(actions, ones, r[actions], r[actions], index))
+    assert (estimate >= 0).all()
+    torch.testing.assert_close(estimate.mean(), (p.exp() * (p - r)).sum(), atol=1e-2, rtol=0)

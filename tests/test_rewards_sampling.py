@@ -17,27 +17,32 @@ import datasets
 
 from harness.run.data import Batches
 from harness.run.models import load_model, load_tokenizer
-from rewards._sampling import preferences, spearman
+from rewards._sampling import spearman
 from rewards.base import IGNORE, LossOutput, RewardStrategy, StepContext, build_reward
 import kinds
 from tasks.base import get_task
 from tests.helpers import check_declared_params
 
-STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo", "grpo", "rloo")
+STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo", "online_dpo", "grpo", "rloo")
 # The strategy's own objective term: loss = term + α·CE once warm-up is over.
 OWN_TERM = {"reinforce": "pg", "scst": "pg", "mrt": "risk", "reward_model": "pg", "rlhf": "pg", "dpo": "dpo",
-            "grpo": "pg", "rloo": "pg"}
+            "grpo": "pg", "rloo": "pg", "online_dpo": "dpo"}
 COMMON_TERMS = {"ce", "reward", "baseline", "kl", "entropy", "sample_length"}
+NOT_LOGGED = {"dpo": {"reward"}}  # offline: no policy samples, so no reward of them
 EXTRA_TERMS = {"reward_model": {"rm_rank_corr", "rm_mse", "rm_reward"},
                "rlhf": {"rm_reward", "rm_heldout_accuracy", "rm_heldout_true_accuracy", "rm_train_loss", "kl_coef",
                         "kl_penalty", "clip_fraction", "ratio_deviation", "preference_pairs", "preference_heldout",
                         "preference_ties", "annotator_agreement"},
-               "mrt": set(), "reinforce": set(), "scst": set(), "dpo": {"margin"},
+               "mrt": set(), "reinforce": set(), "scst": set(),
+               "dpo": {"margin", "accuracy", "pairs", "chosen_metric", "rejected_metric", "preference_pairs",
+                       "preference_heldout", "preference_ties", "annotator_agreement"},
+               "online_dpo": {"margin", "pairs"},
                "grpo": {"clip_fraction", "ratio_deviation", "reward_std"}, "rloo": {"penalised_reward"}}
 # Settings under which the bandit is learnt in BANDIT_STEPS steps (α = 0: the sampled objective alone).
 BANDIT_PARAMS: dict[str, dict[str, Any]] = {
     "reinforce": {}, "scst": {}, "mrt": {}, "reward_model": {"rm_lr": 0.01},
-    "rlhf": {"rm_lr": 0.01, "rm_epochs": 50, "temperature": 0.0, "flip_rate": 0.0}, "dpo": {"noise": 0.0}, "grpo": {}, "rloo": {},
+    "rlhf": {"rm_lr": 0.01, "rm_epochs": 50, "temperature": 0.0, "flip_rate": 0.0}, "dpo": {"temperature": 0.0, "flip_rate": 0.0},
+    "online_dpo": {"temperature": 0.0, "flip_rate": 0.0}, "grpo": {}, "rloo": {},
 }
 BANDIT_STEPS = 60
 
@@ -161,7 +166,7 @@ def test_warmup_is_exactly_ce(name: str) -> None:
     grads = torch.autograd.grad(out.loss, list(model.parameters()), retain_graph=True)
     ce_grads = torch.autograd.grad(ce.loss, list(model.parameters()))
     assert all(torch.equal(g, c) for g, c in zip(grads, ce_grads))
-    assert COMMON_TERMS | {OWN_TERM[name]} <= set(out.terms)  # diagnostics are logged during warm-up too
+    assert (COMMON_TERMS - NOT_LOGGED.get(name, set())) | {OWN_TERM[name]} <= set(out.terms)  # logged in warm-up too
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
@@ -222,8 +227,10 @@ ROWS: dict[str, dict[str, list[Any]]] = {
 }
 
 
-def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5) -> tuple[torch.nn.Module, dict, StepContext]:
-    """A tiny random model of the task's kind, a batch of hand-made rows and the runner's context."""
+def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5,
+               all_masked: bool = False) -> tuple[torch.nn.Module, dict, StepContext]:
+    """A tiny random model of the task's kind, a batch of hand-made rows (as its training rows too) and the
+    runner's context; `all_masked`: no position of any row is scored."""
     torch.manual_seed(4)
     task = get_task(task_name)
     model = load_model("tiny-bert2bert" if task.kind == "seq2seq" else "tiny-bert", task, tokenizer)
@@ -231,6 +238,8 @@ def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5) -> tuple
     start = kind.start_token(model)
     rows = ROWS[task_name]
     encoded = kind.encode(task, rows, tokenizer, start)
+    if all_masked:
+        encoded["labels"] = [[IGNORE] * len(labels) for labels in encoded["labels"]]
     features = [{**{k: v[i] for k, v in rows.items()}, **{k: v[i] for k, v in encoded.items()}, "index": i}
                 for i in range(len(next(iter(rows.values()))))]
     batch = kind.collate(task, features, tokenizer.pad_token_id, start)
@@ -241,8 +250,8 @@ def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5) -> tuple
 
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_all_tags_masked_is_finite(name: str, tokenizer: Any) -> None:
-    model, batch, ctx = real_setup("ner", tokenizer)
-    batch["labels"] = torch.full_like(batch["labels"], IGNORE)
+    model, batch, ctx = real_setup("ner", tokenizer, all_masked=True)
+    assert (batch["labels"] == IGNORE).all()
     outs = run_steps(name, model, batch, ctx)
     assert outs[-1].terms["sample_length"] == 0
 
@@ -282,7 +291,7 @@ def test_samples_stop_at_the_length_factor_times_the_longest_reference(tokenizer
 def test_tiny_run_logs_every_diagnostic(name: str, task_name: str, tokenizer: Any) -> None:
     model, batch, ctx = real_setup(task_name, tokenizer)
     outs = run_steps(name, model, batch, ctx, steps=2)
-    expected = COMMON_TERMS | {OWN_TERM[name]} | EXTRA_TERMS[name]
+    expected = (COMMON_TERMS - NOT_LOGGED.get(name, set())) | {OWN_TERM[name]} | EXTRA_TERMS[name]
     assert all(expected <= set(out.terms) for out in outs), expected - set(outs[-1].terms)
     if build_reward(name).updates > 1:  # later updates re-score the rollout's samples under the moved policy
         assert outs[0].terms["ratio_deviation"] == 0 < outs[1].terms["ratio_deviation"]
@@ -336,15 +345,6 @@ def test_spearman_matches_scipy_with_ties() -> None:
     expected = scipy.stats.spearmanr(x.numpy(), y.numpy()).statistic
     torch.testing.assert_close(spearman(x, y), torch.tensor(expected, dtype=torch.float32))
     assert spearman(x, torch.ones(6)) == 0
-
-
-def test_preferences_flip_with_noise_and_drop_ties() -> None:
-    torch.manual_seed(5)
-    scores = torch.tensor([0.2, 0.8] * 2000 + [0.5, 0.5])
-    clean, noisy = preferences(scores, 0.0), preferences(scores, 0.3)
-    assert (clean.chosen[:-1] == 1).all() and clean.valid[:-1].all() and not clean.valid[-1]
-    assert abs((noisy.chosen[:-1] == 0).float().mean().item() - 0.3) < 0.03
-    assert torch.equal(noisy.better, clean.better)
 
 
 def test_mrt_finds_repeated_samples() -> None:
