@@ -24,7 +24,12 @@ from rewards.base import (LossOutput, RewardStrategy, Samples, StepContext, cros
 REWARD_HEAD_HIDDEN = 64
 
 
-def num_samples_param(default: int, minimum: int = 1) -> Any:
+# Samples per input of every strategy that draws a set per input, and of the `constant_reward` control
+# that must match them (pairs, K = 2, are the preference strategies' own definition).
+SAMPLES_PER_INPUT = 4
+
+
+def num_samples_param(default: int = SAMPLES_PER_INPUT, minimum: int = 1) -> Any:
     return param(default, "samples K drawn per input (one batched generate call for sequences)", min=minimum)
 
 

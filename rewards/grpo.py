@@ -30,7 +30,7 @@ class GRPO(SamplingStrategy):
     training batches.
     """
 
-    num_samples: int = num_samples_param(4, minimum=2)
+    num_samples: int = num_samples_param(minimum=2)
     clip: float = param(0.2, "PPO clip range ε of the per-action probability ratio", min=0.0)
     kl_coef: float = param(0.04, "weight β of the per-action k3 KL to the reference in the loss", min=0.0)
     dr_grpo: bool = param(False, "Dr. GRPO (Liu et al. 2025): no std scaling of advantages, no 1/|y| normaliser",

@@ -24,7 +24,7 @@ class MRT(SamplingStrategy):
     renormalised over the sample set).
     """
 
-    num_samples: int = num_samples_param(4, minimum=2)
+    num_samples: int = num_samples_param(minimum=2)
     beta: float = param(5e-3, "sharpness β of Q ∝ π(y)^β over each input's samples (log π summed over actions)",
                         min=0.0)
 

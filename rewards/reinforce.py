@@ -30,7 +30,7 @@ class Reinforce(SamplingStrategy):
     state instead; the running mean is Williams' reinforcement-comparison baseline.
     """
 
-    num_samples: int = num_samples_param(1)
+    num_samples: int = num_samples_param()
     baseline_decay: float = param(0.9, "decay d of the running-mean reward baseline", min=0.0, max=1.0)
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ class RewardModel(LearnedRewardStrategy):
     over the sample's actions (the policy gradient of a sequence-level reward), mean over samples.
     """
 
-    num_samples: int = num_samples_param(2)
+    num_samples: int = num_samples_param()
 
     def objective(self, logits: torch.Tensor, batch: dict[str, Any], ctx: StepContext) -> Objective:
         samples = ctx.policy.sample(ctx.model, batch, logits, self.num_samples)

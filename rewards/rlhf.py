@@ -67,7 +67,7 @@ class RLHF(SamplingStrategy):
     (PPO-ptx); the annotator is simulated from the metric, not people.
     """
 
-    num_samples: int = num_samples_param(4)
+    num_samples: int = num_samples_param()
     preference_inputs: int = param(0, "training inputs the fixed preference set is drawn from (the first N; 0: all)",
                                    min=0)
     temperature: float = temperature_param()

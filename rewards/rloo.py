@@ -24,7 +24,7 @@ class RLOO(SamplingStrategy):
     strategy (α = 0 for the paper's objective).
     """
 
-    num_samples: int = num_samples_param(4, minimum=2)
+    num_samples: int = num_samples_param(minimum=2)
     kl_coef: float = param(0.05, "weight β of the KL penalty log π/π_ref in each sample's reward", min=0.0)
 
     def objective(self, logits: torch.Tensor, batch: dict[str, Any], ctx: StepContext) -> Objective:

@@ -20,7 +20,7 @@ class SCST(SamplingStrategy):
     for a label), not divided by its length; mean over samples.
     """
 
-    num_samples: int = num_samples_param(1)
+    num_samples: int = num_samples_param()
 
     def objective(self, logits: torch.Tensor, batch: dict[str, Any], ctx: StepContext) -> Objective:
         samples = ctx.policy.sample(ctx.model, batch, logits, self.num_samples)

@@ -45,6 +45,7 @@ BANDIT_PARAMS: dict[str, dict[str, Any]] = {
     "online_dpo": {"temperature": 0.0, "flip_rate": 0.0}, "grpo": {}, "rloo": {},
 }
 BANDIT_STEPS = 60
+FEW_UPDATES = {"rlhf": {"updates": 2}}  # enough to see a rollout's second update, at half the cost
 
 
 # ---- a two-armed bandit as a classification model -------------------------------------------
@@ -266,7 +267,7 @@ def test_empty_generated_output_is_finite(name: str, tokenizer: Any) -> None:
     samples = ctx.policy.sample(model, batch, None, num_samples=2)
     assert samples.lengths.tolist() == [1] * 6
     assert ctx.policy.score(samples, batch).tolist() == [0.0] * 6
-    run_steps(name, model, batch, ctx, steps=1)
+    run_steps(name, model, batch, ctx, steps=1, params=FEW_UPDATES.get(name))
 
 
 def test_samples_stop_at_the_length_factor_times_the_longest_reference(tokenizer: Any) -> None:
@@ -290,7 +291,7 @@ def test_samples_stop_at_the_length_factor_times_the_longest_reference(tokenizer
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_tiny_run_logs_every_diagnostic(name: str, task_name: str, tokenizer: Any) -> None:
     model, batch, ctx = real_setup(task_name, tokenizer)
-    outs = run_steps(name, model, batch, ctx, steps=2)
+    outs = run_steps(name, model, batch, ctx, steps=2, params=FEW_UPDATES.get(name))
     expected = (COMMON_TERMS - NOT_LOGGED.get(name, set())) | {OWN_TERM[name]} | EXTRA_TERMS[name]
     assert all(expected <= set(out.terms) for out in outs), expected - set(outs[-1].terms)
     if build_reward(name).updates > 1:  # later updates re-score the rollout's samples under the moved policy
