@@ -1,8 +1,9 @@
 """What the sampling-family strategies share (registers no strategy).
 
 `SamplingStrategy` is the template: CE, the warm-up switch, the α·CE mix and the diagnostics every
-sampling strategy logs (kl, entropy, sample_length); a subclass supplies only `objective`, its own
-policy-gradient-style term. `LearnedRewardStrategy` adds the reward head r_φ(x, y) that
+sampling strategy logs (kl, entropy, sample_length); a subclass supplies `objective`, its own
+policy-gradient-style term, and where it needs them `start` (run-level data: preference sets, a
+frozen reward model) and `rollout` (samples drawn once per batch for several `updates`). `LearnedRewardStrategy` adds the reward head r_φ(x, y) that
 `reward_model` refits online on the metric (`rlhf` trains a frozen one: `rewards._preferences`). The remaining helpers are the
 pieces more than one strategy uses: REINFORCE on summed log-probabilities, the KL estimates,
 rollouts and PPO's clipped surrogate, group and leave-one-out baselines, and a rank correlation.

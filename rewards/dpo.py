@@ -13,7 +13,7 @@ from rewards.base import StepContext, mean_over_mask, param, register_reward
 
 @register_reward("dpo")
 class DPO(SamplingStrategy):
-    """loss = −(1/|P|) Σ_P log σ(β·[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]) + α·CE.
+    """loss = −(1/|P|) Σ_P log σ(β·[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]) + α·CE, fixed pairs.
 
     Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward
     Model", offline as published: on a fixed preference set, against the frozen starting (`ce`)
@@ -25,7 +25,8 @@ class DPO(SamplingStrategy):
     kept out, as for rlhf's reward model. Each training batch brings the pairs of its own inputs,
     so one epoch is one pass over the set; P are those that state a preference and are not held
     out (`pairs`). log π is summed over each sample's actions (the sequence log-probability); mean
-    over pairs. Logged: `dpo`, `margin` (the implicit reward margin), `accuracy` (share of pairs
+    over pairs. Estimator: the exact gradient of this loss on the batch's pairs; no baseline (the
+    rejected sample of each pair is the comparison; `baseline` logs its metric). Logged: `dpo`, `margin` (the implicit reward margin), `accuracy` (share of pairs
     whose margin favours the chosen sample), the metric of chosen and rejected samples, and the
     data (`preference_pairs`, `preference_heldout`, `preference_ties`, `annotator_agreement`).
     No policy samples are drawn, so no `reward` is logged; `kl` is estimated on the pairs (samples

@@ -13,7 +13,7 @@ from rewards.base import StepContext, mean_over_mask, param, register_reward
 
 @register_reward("online_dpo")
 class OnlineDPO(SamplingStrategy):
-    """loss = −(1/|P|) Σ_P log σ(β·[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]) + α·CE.
+    """loss = −(1/|P|) Σ_P log σ(β·[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]) + α·CE, fresh pairs.
 
     Online DPO in the manner of Guo et al. 2024, "Direct Language Model Alignment from Online AI
     Feedback" (OAIF): the DPO loss of Rafailov et al. 2023, but each step the current policy draws
@@ -23,8 +23,9 @@ class OnlineDPO(SamplingStrategy):
     flipped with probability `flip_rate` (`rewards._preferences.Annotator`, shared with rlhf and
     dpo); P are the inputs whose two samples differ in metric (a tie states no preference; `pairs`
     counts the rest). log π summed over each sample's actions (the sequence log-probability, as in
-    the paper); π_ref is the frozen starting (`ce`) model; mean over pairs. `baseline` logs the mean
-    metric of the rejected samples. Deviation: the α·CE mix of every sampling strategy (α = 0 for
+    the paper); π_ref is the frozen starting (`ce`) model; mean over pairs; the exact gradient of
+    the loss on this step's pairs, no baseline (`baseline` logs the mean metric of the rejected
+    samples, what the chosen ones are compared with). Deviation: the α·CE mix of every sampling strategy (α = 0 for
     the paper's loss). The offline algorithm, on a fixed preference set, is `dpo`.
     """
 

@@ -22,6 +22,7 @@ class Reinforce(SamplingStrategy):
       labels and tags: actions that are conditionally independent given the input, each with its
         immediate reward r_a = +1 if a is the gold label or tag, else −1 (`Policy.token_correct`),
         credited to that action only; summed over a sample's actions (a label: one action).
+    Estimator: the likelihood-ratio (REINFORCE) gradient on K samples per input drawn on-policy.
     Normalisation: the sum over a sample's actions (no division by its length, which would change
     the objective), mean over samples. Baseline b: an exponential moving average of the mean
     reward (per sample for sequences, per action for labels and tags), b ← d·b + (1 − d)·mean(r),
