@@ -53,6 +53,11 @@ class TrainSettings:
     # None: max_new_tokens only.
     sample_length_factor: float | None = 2.0
     log_every: int = 50  # steps between logged training diagnostics
+    # Dropout in the model being trained. None: the strategy decides (`RewardStrategy.policy_dropout`:
+    # off for the sampling strategies, whose samples, old and new log-probabilities and reference
+    # must come from one deterministic network, as in TRL's PPO/GRPO/DPO trainers; on otherwise).
+    # The value used is written into the run's record under "policy_dropout".
+    policy_dropout: bool | None = None
     # torch.compile the training forward pass (dynamic shapes): a speed option for GPUs, measured
     # in BENCHMARKS.md; compiled kernels round differently, so it is part of the run's identity.
     compile: bool = False

@@ -71,6 +71,7 @@ class RunRecord:
     reason: str | None = None
     oom_retry: dict[str, Any] | None = None
     model_kind: str | None = None  # set where it is not the task's own kind (e.g. causal_lm)
+    policy_dropout: bool | None = None  # whether dropout was on while the model trained (None: older records)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -83,14 +84,14 @@ class RunRecord:
                   environment: dict[str, Any], generation: dict[str, Any] | None = None,
                   init_from: str | None = None, metric_info: dict[str, Any] | None = None,
                   steps: list[dict[str, Any]] | None = None, oom_retry: dict[str, Any] | None = None,
-                  model_kind: str | None = None) -> RunRecord:
+                  model_kind: str | None = None, policy_dropout: bool | None = None) -> RunRecord:
         """Keyword-only: many same-typed dicts, easy to swap by position."""
         identity, run_hash = _named(cfg_or_identity)
         return cls(hash=run_hash, status="completed", config=identity, model=model, generation=generation or {},
                    init_from=init_from, main_metric=main_metric, best_epoch=best_epoch, validation=validation,
                    test=test, metric_info=metric_info or {}, history=history, steps=steps or [],
                    test_examples=test_examples, timing=timing, environment=environment, oom_retry=oom_retry,
-                   model_kind=model_kind)
+                   model_kind=model_kind, policy_dropout=policy_dropout)
 
     @classmethod
     def failed(cls, cfg_or_identity: _Named | Mapping[str, Any], error: str | BaseException,
@@ -166,7 +167,7 @@ class RunRecord:
 _FIELDS = {f.name for f in dataclasses.fields(RunRecord)} - {"extra"}
 _RESULT_FIELDS = ("model", "generation", "init_from", "main_metric", "best_epoch", "validation", "test",
                   "metric_info", "history", "steps", "test_examples", "timing", "environment")
-_OUTCOME_FIELDS = ("error", "traceback", "reason", "oom_retry", "model_kind")  # written only when set
+_OUTCOME_FIELDS = ("error", "traceback", "reason", "oom_retry", "model_kind", "policy_dropout")  # written when set
 _DEFAULTS = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
              for f in dataclasses.fields(RunRecord)}
 

@@ -57,8 +57,11 @@ class Policy(Protocol):
     def sample(self, model: torch.nn.Module, batch: dict[str, Any], logits: torch.Tensor | None,
                num_samples: int = 1, greedy: bool = False) -> Samples: ...
 
-    def log_prob(self, model: torch.nn.Module, batch: dict[str, Any], samples: Samples) -> Samples:
-        """Re-scores `samples` under `model` (e.g. the reference model), returning new log-probs."""
+    def log_prob(self, model: torch.nn.Module, batch: dict[str, Any], samples: Samples,
+                 logits: torch.Tensor | None = None) -> Samples:
+        """Re-scores `samples` under `model` (e.g. the reference model), returning new log-probs.
+        `logits`: the model's logits on the batch when the step has them (labels and tags are read
+        off them without another forward pass; generated samples need their own teacher-forced pass)."""
         ...
 
     def score(self, samples: Samples, batch: dict[str, Any]) -> torch.Tensor:

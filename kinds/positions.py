@@ -40,8 +40,9 @@ class PositionPolicy:
             mask = batch["labels"][index] != IGNORE
         return with_logprobs(logits, actions, mask, index)
 
-    def log_prob(self, model: torch.nn.Module, batch: dict[str, Any], samples: Samples) -> Samples:
-        logits = self._rescore(model, batch).logits.float()[samples.index]
+    def log_prob(self, model: torch.nn.Module, batch: dict[str, Any], samples: Samples,
+                 logits: torch.Tensor | None = None) -> Samples:
+        logits = (self._rescore(model, batch).logits if logits is None else logits).float()[samples.index]
         return with_logprobs(logits, samples.actions, samples.mask, samples.index)
 
     def features(self, model: torch.nn.Module, batch: dict[str, Any],

@@ -93,7 +93,9 @@ class SequencePolicy:
         logits, _ = self.kind.teacher_forced(model, batch, actions, index)
         return with_logprobs(logits.float(), actions, mask, index)
 
-    def log_prob(self, model: torch.nn.Module, batch: dict[str, Any], samples: Samples) -> Samples:
+    def log_prob(self, model: torch.nn.Module, batch: dict[str, Any], samples: Samples,
+                 logits: torch.Tensor | None = None) -> Samples:
+        """`logits` (teacher-forced on the gold output) are not those of the samples: one pass on them."""
         logits, _ = self.kind.teacher_forced(model, batch, samples.actions, samples.index)
         return with_logprobs(logits.float(), samples.actions, samples.mask, samples.index)
 

@@ -1,34 +1,37 @@
 """What the sampling-family strategies share (registers no strategy).
 
 `SamplingStrategy` is the template: CE, the warm-up switch, the α·CE mix and the diagnostics every
-sampling strategy logs (kl, entropy, sample_length); a subclass supplies only `objective`, its own
-policy-gradient-style term. `LearnedRewardStrategy` adds the reward head r_φ(x, y) that
-`reward_model` (regression) and `rlhf` (Bradley–Terry) train online. The remaining helpers are the
-pieces more than one strategy uses: length-normalised REINFORCE, simulated preference pairs and a
-rank correlation.
+sampling strategy logs (kl, entropy, sample_length); a subclass supplies `objective`, its own
+policy-gradient-style term, and where it needs them `start` (run-level data: preference sets, a
+frozen reward model) and `rollout` (samples drawn once per batch for several `updates`). `LearnedRewardStrategy` adds the reward head r_φ(x, y) that
+`reward_model` refits online on the metric (`rlhf` trains a frozen one: `rewards._preferences`). The remaining helpers are the
+pieces more than one strategy uses: REINFORCE on summed log-probabilities, the KL estimates,
+rollouts and PPO's clipped surrogate, group and leave-one-out baselines, and a rank correlation.
 
 Samples of one input are adjacent (`Samples.index` is arange(B).repeat_interleave(K)), so values
 per sample reshape to [B, K] groups.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from rewards.base import (LossOutput, RewardStrategy, Samples, StepContext, cross_entropy, entropy,
-                          masked_mean, param, scored_log_probs)
+                          masked_mean, mean_over_mask, param, scored_log_probs)
 
 REWARD_HEAD_HIDDEN = 64
 
 
-def num_samples_param(default: int, minimum: int = 1) -> Any:
+# Samples per input of every strategy that draws a set per input, and of the `constant_reward` control
+# that must match them (pairs, K = 2, are the preference strategies' own definition).
+SAMPLES_PER_INPUT = 4
+
+
+def num_samples_param(default: int = SAMPLES_PER_INPUT, minimum: int = 1) -> Any:
     return param(default, "samples K drawn per input (one batched generate call for sequences)", min=minimum)
-
-
-def noise_param() -> Any:
-    return param(0.1, "probability that the simulated annotator's preference is flipped", min=0.0, max=0.5)
 
 
 @dataclass
@@ -38,14 +41,22 @@ class Objective:
     value: torch.Tensor
     samples: Samples
     terms: dict[str, torch.Tensor]
-    # [N] log π_ref of the samples, when the strategy computed it anyway (saves a reference pass).
-    reference_logprob: torch.Tensor | None = None
+    # The samples re-scored under π_ref (token log-probs), when the strategy computed them anyway
+    # (saves a reference pass).
+    reference: Samples | None = None
+    # The samples were drawn from π_ref, not from the policy (offline pairs): the KL estimate
+    # importance-weights them (`kl_from_reference_samples`) instead of using k3.
+    sampled_from_reference: bool = False
 
 
 @dataclass
 class SamplingStrategy(RewardStrategy):
     """loss = objective + α·CE; exactly CE while step < warmup·total_steps.
 
+    The model trains without dropout (`policy_dropout = False`, recorded in the run's record): the
+    samples, their log-probabilities under π_θ (and π_old) and under the frozen reference all come
+    from one deterministic network, so at θ = θ_ref the KL is 0, PPO's ratio 1 and DPO's loss log 2.
+    The logged `kl` is k3 (`kl_estimate`), an unbiased, non-negative estimate of KL(π_θ ‖ π_ref).
     The objective (samples, rewards, a learned reward head's update, PPO's buffer) is computed
     during warm-up too, so the diagnostics are logged from the first step and learned rewards
     start training before they drive the policy; only the returned loss is CE alone.
@@ -55,6 +66,7 @@ class SamplingStrategy(RewardStrategy):
     family = "sampling"
     needs_reference = True
     init_from = "ce"
+    policy_dropout = False
 
     alpha: float = param(0.5, "weight α of the cross-entropy mixed into the loss to stay fluent", min=0.0)
     warmup: float = param(0.0, "fraction of the training steps trained with CE alone before the sampled "
@@ -70,16 +82,17 @@ class SamplingStrategy(RewardStrategy):
         loss = ce if warming_up else objective.value + self.alpha * ce
         terms = {"ce": ce.detach(), **objective.terms}
         samples = objective.samples
-        reference = objective.reference_logprob
+        reference = objective.reference
         if reference is None and ctx.reference is not None:
             with torch.no_grad():
-                reference = ctx.policy.log_prob(ctx.reference, batch, samples).logprob
+                reference = ctx.policy.log_prob(ctx.reference, batch, samples)
         if reference is not None:
-            terms["kl"] = (samples.logprob.detach() - reference).mean()
+            estimate = kl_from_reference_samples if objective.sampled_from_reference else kl_estimate
+            terms["kl"] = masked_mean(estimate(samples, reference))
         with torch.no_grad():
             log_probs, _ = scored_log_probs(logits.detach(), batch["labels"])
             terms["entropy"] = masked_mean(entropy(log_probs))
-        terms["sample_length"] = samples.lengths.float().mean()
+        terms["sample_length"] = masked_mean(samples.lengths.float())
         return LossOutput(loss, terms)
 
     def reference(self, ctx: StepContext) -> torch.nn.Module:
@@ -88,18 +101,116 @@ class SamplingStrategy(RewardStrategy):
         return ctx.reference
 
 
-def mean_logprob(samples: Samples) -> torch.Tensor:
-    """[N] (1/|y|)·log π(y): a sequence's log-probability per action (a label's own log-probability)."""
-    return samples.logprob / samples.lengths.clamp_min(1)
+def generates(ctx: StepContext) -> bool:
+    """Whether the run's outputs are generated sequences (the kind's `generates`), not labels or tags."""
+    return bool(getattr(ctx.kind, "generates", False))
+
+
+def kl_estimate(policy: Samples, reference: Samples) -> torch.Tensor:
+    """[N] k3 of Schulman 2020 ("Approximating KL Divergence"): Σ_t (ρ_t − 1 − log ρ_t) over each
+    sample's actions, ρ_t = π_ref(a_t)/π(a_t), detached.
+
+    For a_t drawn from π (given the sample's earlier actions) each term is ≥ 0 and has expectation
+    KL(π ‖ π_ref) at that position; their sum is an unbiased estimate of the KL between the two
+    models' distributions over whole outputs (chain rule), exactly 0 where π = π_ref.
+    """
+    n = policy.token_logprob.shape[0]
+    log_ratio = torch.where(policy.mask, reference.token_logprob.detach() - policy.token_logprob.detach(), 0.0)
+    return (torch.expm1(log_ratio) - log_ratio).reshape(n, -1).sum(-1)
+
+
+def kl_from_reference_samples(policy: Samples, reference: Samples) -> torch.Tensor:
+    """[N] w·log w − w + 1, w = π(y)/π_ref(y) for outputs y drawn from π_ref, detached: an unbiased
+    (E_ref[w log w] = KL(π ‖ π_ref), E_ref[w] = 1) and non-negative estimate of KL(π ‖ π_ref) from
+    samples of the reference, 0 where π = π_ref. w is a whole output's ratio (no per-token form
+    exists for samples of the other model); log w is clamped at 50 against overflow."""
+    log_w = (policy.logprob.detach() - reference.logprob.detach()).clamp(max=50.0)
+    return log_w.exp() * log_w - torch.expm1(log_w)
 
 
 def policy_gradient(advantage: torch.Tensor, samples: Samples) -> torch.Tensor:
-    """−(1/N) Σ_n A_n·(1/|y_n|) log π(y_n): REINFORCE for one reward per sample.
+    """−(1/N) Σ_n A_n·log π(y_n): REINFORCE for one reward per sample, log π(y_n) summed over its actions.
 
-    Normalising by length keeps a long sample's gradient from outweighing a short one's by its
-    number of tokens (and an empty tag sequence, |y| = 0, contributes nothing).
+    The sum is what the gradient of the expected reward has; dividing each sample's log-probability
+    by its length would reweight samples by length and change the objective (Liu et al. 2025,
+    "Understanding R1-Zero-Like Training: A Critical Perspective"). An empty sample (|y| = 0, a tag
+    sequence without a scored word) contributes nothing.
     """
-    return -(advantage.detach() * mean_logprob(samples)).mean()
+    return -(advantage.detach() * samples.logprob).sum() / max(samples.logprob.shape[0], 1)
+
+
+# ---- rollouts: samples drawn once per batch, several optimiser steps on them (grpo, rlhf) ---------
+
+@dataclass
+class Rollout:
+    """A batch's samples as `rollout` drew them, kept for each of the batch's `updates` steps."""
+
+    samples: Samples  # detached: logprob and token_logprob are log π_old
+    reference: Samples  # the samples under π_ref (detached)
+    reward: torch.Tensor  # [N] what each sample was rewarded (before any baseline)
+    advantage: torch.Tensor  # [N] fixed for every update of the rollout
+    terms: dict[str, torch.Tensor]  # diagnostics of the rollout, logged with each of its updates
+
+
+def detached(samples: Samples) -> Samples:
+    return dataclasses.replace(samples, logprob=samples.logprob.detach(), token_logprob=samples.token_logprob.detach())
+
+
+def rollout_of(strategy: RewardStrategy, batch: dict[str, Any], ctx: StepContext) -> Any:
+    """The rollout the recipe drew for this batch; drawn now, without gradient, when called outside it."""
+    if ctx.rollout is not None:
+        return ctx.rollout
+    with torch.no_grad():
+        return strategy.rollout(batch, ctx)
+
+
+@dataclass
+class Surrogate:
+    """PPO's clipped surrogate per action, and how far the ratios moved (detached)."""
+
+    per_action: torch.Tensor  # [N, L] min(ρ·A, clip(ρ)·A), 0 where no action was taken
+    mask: torch.Tensor  # [N, L]
+    clip_fraction: torch.Tensor  # share of actions whose ratio lies outside [1 − ε, 1 + ε]
+    ratio_deviation: torch.Tensor  # mean |ρ − 1| over actions
+
+
+def clipped_surrogate(new: Samples, old: Samples, advantage: torch.Tensor, clip: float) -> Surrogate:
+    """min(ρ_t·A, clip(ρ_t, 1 − ε, 1 + ε)·A) per action, ρ_t = π_θ(a_t)/π_old(a_t) (Schulman et al. 2017).
+
+    The ratio is per action: a sequence's ratio is the product over its tokens and would overflow."""
+    n = advantage.shape[0]
+    mask = new.mask.reshape(n, -1)
+    log_ratio = torch.where(mask, new.token_logprob.reshape(n, -1) - old.token_logprob.reshape(n, -1).detach(), 0.0)
+    ratio = log_ratio.exp()
+    a = advantage.detach().unsqueeze(-1)
+    per_action = torch.where(mask, torch.minimum(ratio * a, ratio.clamp(1.0 - clip, 1.0 + clip) * a), 0.0)
+    deviation = (ratio.detach() - 1.0).abs()
+    return Surrogate(per_action, mask, mean_over_mask((deviation > clip).float(), mask),
+                     mean_over_mask(deviation, mask))
+
+
+def k3_per_action(new: Samples, reference: Samples) -> torch.Tensor:
+    """[N, L] ρ − 1 − log ρ, ρ = π_ref(a_t)/π_θ(a_t), with gradient through π_θ (GRPO's KL term)."""
+    n = new.token_logprob.shape[0]
+    log_ratio = torch.where(new.mask, reference.token_logprob.detach() - new.token_logprob, 0.0).reshape(n, -1)
+    return torch.expm1(log_ratio) - log_ratio
+
+
+def group_advantages(reward: torch.Tensor, k: int, scale: bool = True) -> torch.Tensor:
+    """[N] GRPO's group-relative advantage: (r − mean of the input's K rewards) / (their std + 1e-4)
+    (Shao et al. 2024; std with Bessel's correction, as TRL); `scale=False` drops the division (Dr. GRPO,
+    Liu et al. 2025). Sums to zero over each input's group either way."""
+    group = reward.view(-1, k)
+    advantage = group - group.mean(-1, keepdim=True)
+    if scale:
+        advantage = advantage / (group.std(-1, keepdim=True) + 1e-4)
+    return advantage.flatten()
+
+
+def leave_one_out_baseline(reward: torch.Tensor, k: int) -> torch.Tensor:
+    """[N] RLOO's baseline: the mean reward of the input's other K − 1 samples (Ahmadian et al. 2024)."""
+    group = reward.view(-1, k)
+    return ((group.sum(-1, keepdim=True) - group) / (k - 1)).flatten()
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -117,24 +228,7 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
     return less + (equal + 1) / 2
 
 
-# ---- simulated pairwise feedback (rlhf, dpo) ------------------------------------------------
-
-@dataclass
-class Preferences:
-    """One simulated judgement per input over its two samples (k = 0, 1)."""
-
-    chosen: torch.Tensor  # [B] long: the sample the annotator prefers (noisy)
-    better: torch.Tensor  # [B] long: the sample with the higher task metric (noise-free)
-    valid: torch.Tensor   # [B] bool: the metrics differ; a tie carries no preference and is left out
-
-
-def preferences(scores: torch.Tensor, noise: float) -> Preferences:
-    """Prefers the sample with the higher sentence metric, flipped with probability `noise`."""
-    pair = scores.view(-1, 2)
-    better = (pair[:, 1] > pair[:, 0]).long()
-    flipped = (torch.rand(better.shape, device=better.device) < noise).long()
-    return Preferences(chosen=better ^ flipped, better=better, valid=pair[:, 0] != pair[:, 1])
-
+# ---- pairs of samples (rlhf, dpo, online_dpo; the annotator is in `rewards._preferences`) ------
 
 def chosen_minus_rejected(values: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     """[B] value(chosen sample) − value(the other) from per-sample values [2B]."""
@@ -143,7 +237,7 @@ def chosen_minus_rejected(values: torch.Tensor, chosen: torch.Tensor) -> torch.T
     return sign * (pair[:, 0] - pair[:, 1])
 
 
-# ---- a learned reward r_φ(x, y) (reward_model, rlhf) ----------------------------------------
+# ---- a learned reward r_φ(x, y) (reward_model online; rlhf's frozen reward model) -------------
 
 class RewardHead(torch.nn.Module):
     """r_φ: LayerNorm → Linear → GELU → Linear over the policy's `features`, with its own Adam.
@@ -194,8 +288,8 @@ class LearnedRewardStrategy(SamplingStrategy):
 
     def learned_reward(self, ctx: StepContext, batch: dict[str, Any], samples: Samples,
                        head_loss: Callable[[torch.Tensor], torch.Tensor]
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log π_ref [N], r_φ [N] before this step's update, head loss before it)."""
+                       ) -> tuple[Samples, torch.Tensor, torch.Tensor]:
+        """(the samples under π_ref, r_φ [N] before this step's update, head loss before it)."""
         with torch.no_grad():
             rescored, features = ctx.policy.features(self.reference(ctx), batch, samples)
         if self.head is None:
@@ -204,4 +298,4 @@ class LearnedRewardStrategy(SamplingStrategy):
             predicted = self.head(features.float())
             loss = head_loss(predicted)
         self.head_losses.append(loss)
-        return rescored.logprob, predicted.detach(), loss.detach()
+        return rescored, predicted.detach(), loss.detach()

@@ -61,6 +61,10 @@ class StepContext:
     kind: "ModelKind | None" = None
     update: int = 0  # which of the batch's `updates` optimiser steps this is
     rollout: Any = None  # what `rollout` returned for this batch
+    # The run's training batches (`harness.run.data.Batches`: `rows`, `lengths`, `batch_size` and the
+    # kind, task and padding `collate` needs), for run-level data built in `start` (preference sets).
+    train: Any = None
+    seed: int = 0  # the run's seed, for run-level data that must not depend on what ran before
 
 
 @dataclass
@@ -83,8 +87,12 @@ class RewardStrategy:
     # `register_reward` sets it to `ce_continued` for every strategy that starts from the `ce`
     # checkpoint, whose gain over `ce` otherwise includes the extra epochs of training.
     compared_with: ClassVar[str | None] = None
-    # Optimiser steps taken on each batch (and its rollout): more than one for PPO epochs or GRPO.
+    # Optimiser steps taken on each batch (and its rollout): more than one for PPO epochs or GRPO
+    # (a strategy may declare it as a parameter field instead, e.g. `updates: int = param(4, ...)`).
     updates: ClassVar[int] = 1
+    # Dropout in the trained model unless the run's `policy_dropout` setting says otherwise: off for
+    # the sampling strategies (their samples, old/new log-probabilities and KL need one network).
+    policy_dropout: ClassVar[bool] = True
 
     def refuses(self, task: "Task", kind: str) -> str | None:
         """Why this strategy cannot run `task` as model kind `kind`, or None when it can."""

@@ -1,99 +1,129 @@
-"""RLHF with simulated feedback: a Bradley–Terry reward model and PPO's clipped surrogate."""
+"""RLHF as Ouyang et al. 2022 describe it, with a simulated annotator: preferences, reward model, PPO."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from rewards._sampling import (LearnedRewardStrategy, Objective, chosen_minus_rejected, noise_param,
-                               preferences)
-from rewards.base import Samples, StepContext, mean_over_mask, param, register_reward
+from rewards._preferences import (Annotator, PreferenceSet, build_preferences, fit_reward_model,
+                                  flip_rate_param, temperature_param)
+from rewards._sampling import (Objective, Rollout, SamplingStrategy, clipped_surrogate, detached, kl_estimate,
+                               num_samples_param, rollout_of)
+from rewards.base import StepContext, masked_mean, param, register_reward
 
 
 @dataclass
-class _Rollout:
-    """One step's samples kept for the next step's surrogate: their inputs, old log-probs, advantages."""
+class AdaptiveKLController:
+    """Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences", §2.2:
+    β ← β·(1 + K_β·e), e = clip(KL/KL_target − 1, −0.2, 0.2), K_β = n/horizon for n new samples
+    (their code's form; K_β = 0.1 in the paper at 1024 samples per batch and horizon 10 000)."""
 
-    batch: dict[str, Any]
-    samples: Samples  # detached: token_logprob is log π_old
-    advantage: torch.Tensor
+    value: torch.Tensor  # β, a scalar tensor (updated without a host synchronisation)
+    target: float
+    horizon: float
+
+    def update(self, kl: torch.Tensor, n: int) -> None:
+        error = (kl.detach() / self.target - 1.0).clamp(-0.2, 0.2)
+        self.value = self.value * (1.0 + error * n / self.horizon)
+
+
+def whiten(values: torch.Tensor) -> torch.Tensor:
+    """(x − mean) / std over the rollout (population std; a single value whitens to 0)."""
+    centred = values - values.mean()
+    return centred / (centred.square().mean().sqrt() + 1e-8) if values.numel() > 1 else centred * 0.0
 
 
 @register_reward("rlhf")
-class RLHF(LearnedRewardStrategy):
-    """loss = −(1/N) Σ_n (1/|y_n|) Σ_t min(ρ_nt·A_n, clip(ρ_nt, 1 − ε, 1 + ε)·A_n) + α·CE.
+class RLHF(SamplingStrategy):
+    """loss = −(1/N) Σ_n Σ_t min(ρ_nt·A_n, clip(ρ_nt, 1 − ε, 1 + ε)·A_n) + α·CE (PPO on a frozen reward model).
 
-    n runs over this step's samples and the previous step's (see below). Schulman et al. 2017,
-    "Proximal Policy Optimization Algorithms", in the RLHF pipeline of
-    Ouyang et al. 2022 ("Training language models to follow instructions with human feedback"):
-      feedback: two samples per input, the one with the higher sentence metric preferred, flipped
-        with probability `noise` (`preferences`, shared with dpo; ties state no preference);
-      reward model: r_φ(x, y) (`LearnedRewardStrategy`), one Adam step per training step on
-        −log σ(r_φ(y_w) − r_φ(y_l)) (Bradley–Terry); rm_accuracy = how often r_φ, before that
-        step, orders a fresh pair as the noise-free metric does (½ when every pair is a tie);
-      advantage: A_n = r_φ(y_n) − mean of r_φ over the input's two samples
-        − kl_coef·(log π_old(y_n) − log π_ref(y_n)), fixed when y_n is sampled;
-      ratio: ρ_nt = π_θ(a_nt)/π_old(a_nt) per action (a sequence-level ratio would be the product
-        over tokens and overflow), averaged per sample as in GRPO.
-    One-step-stale PPO: the runner takes one optimiser step per batch, so π_old = π_θ for fresh
-    samples (ρ = 1: the plain policy gradient). The previous step's samples, with their inputs,
-    log π_old and advantages, are kept and enter this step's surrogate too, re-scored under the
-    updated θ, where ρ ≠ 1 and the clip bounds how far one step moves their probabilities;
-    clip_fraction and ratio_deviation (mean |ρ − 1|) are measured on them. Dropout differs between
-    the two scorings, so ρ carries some dropout noise as well.
+    The pipeline of Ouyang et al. 2022, "Training language models to follow instructions with human
+    feedback", with simulated feedback, built in `start` and then fixed:
+      (1) preferences: two samples per training input from the starting `ce` policy (the frozen
+          reference), judged by a simulated annotator over the task's sentence metric m — it prefers
+          y1 with probability σ((m(y1) − m(y0))/τ) (Bradley–Terry, temperature τ), then its choice is
+          flipped with probability `flip_rate`; equal metrics are ties and state no preference. A share
+          `heldout` of the pairs is kept out. `preference_pairs`, `preference_heldout`,
+          `preference_ties` and `annotator_agreement` (with the noise-free order) are logged;
+      (2) reward model: r_φ(x, y), a small head over the frozen ce model's features of (x, y),
+          trained with the Bradley–Terry loss −log σ(r_φ(y_w) − r_φ(y_l)) for `rm_epochs` epochs,
+          then frozen; `rm_heldout_accuracy` (agreement with the annotator's held-out choices) and
+          `rm_heldout_true_accuracy` (with the noise-free metric order) are logged with every step;
+      (3) PPO (Schulman et al. 2017): each batch's `rollout` draws K samples per input from π_old and
+          rewards each with R = r_φ(x, y) − β·log(π_old(y)/π_ref(y)) (the KL penalty to the ce
+          reference, log-probabilities summed over the output); A = R whitened over the rollout
+          (mean 0, std 1); then `updates` PPO epochs (optimiser steps) on that rollout with the
+          per-action ratio ρ_nt = π_θ(a_nt)/π_old(a_nt) (1 on the first), clipped at 1 ± ε. β follows
+          Ziegler et al.'s adaptive controller toward `kl_target` (nats per output), fed the
+          rollout's k3 KL estimate (`AdaptiveKLController`);
+      (4) logged at each step: the proxy reward `rm_reward` (r_φ) next to the true metric `reward`,
+          `kl` (k3, to the ce reference), `kl_coef` (β), `kl_penalty`, clip_fraction, ratio_deviation.
+    Normalisation: the clipped per-action terms are summed over a sample's actions (a sequence-level
+    reward), mean over samples. Deviations from the paper: no value model — the advantage is the
+    whitened sequence-level reward (its batch mean the baseline), the same for every action, where
+    Ouyang et al. use GAE with a learned value function; the KL penalty enters the sequence reward
+    rather than each token's; one minibatch per rollout; α·CE stands in for their pretraining mix
+    (PPO-ptx); the annotator is simulated from the metric, not people.
     """
 
-    noise: float = noise_param()
-    kl_coef: float = param(0.05, "weight of the per-sample KL penalty log π/π_ref in the advantage", min=0.0)
-    clip: float = param(0.2, "PPO clip range ε of the probability ratio", min=0.0)
+    num_samples: int = num_samples_param()
+    preference_inputs: int = param(0, "training inputs the fixed preference set is drawn from (the first N; 0: all)",
+                                   min=0)
+    temperature: float = temperature_param()
+    flip_rate: float = flip_rate_param()
+    heldout: float = param(0.1, "share of the preference pairs held out to measure the reward model", min=0.0, max=0.9)
+    rm_lr: float = param(1e-3, "learning rate of the reward model's Adam", min=0.0)
+    rm_epochs: int = param(10, "epochs of reward-model training on the preference pairs, before PPO", min=1)
+    clip: float = param(0.2, "PPO clip range ε of the per-action probability ratio", min=0.0)
+    updates: int = param(4, "PPO epochs: optimiser steps on each batch's rollout (the first has ratio 1)", min=1)
+    kl_coef: float = param(0.1, "initial weight β of the KL penalty β·log(π_old/π_ref) in the reward", min=0.0)
+    kl_target: float = param(1.0, "KL to the reference, in nats per output, the adaptive controller steers β toward",
+                             min=1e-6)
+    kl_horizon: float = param(10000.0, "horizon H of the adaptive KL controller: K_β = samples per rollout / H",
+                              min=1.0)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        self.previous: _Rollout | None = None
+        self.prefs: PreferenceSet | None = None
+        self.rm: torch.nn.Module | None = None
+        self.controller: AdaptiveKLController | None = None
+        self.fixed_terms: dict[str, torch.Tensor] = {}
+
+    def start(self, ctx: StepContext) -> None:
+        reference = self.reference(ctx)
+        device = next(reference.parameters()).device
+        prefs = build_preferences(ctx, Annotator(self.temperature, self.flip_rate), self.preference_inputs,
+                                  self.heldout, features=True)
+        fit = fit_reward_model(prefs, device, self.rm_lr, self.rm_epochs, ctx.seed)
+        prefs.features = None  # only the reward model's training needs them
+        self.prefs, self.rm = prefs, fit.head
+        self.controller = AdaptiveKLController(torch.tensor(self.kl_coef, device=device), self.kl_target,
+                                               self.kl_horizon)
+        self.fixed_terms = {**prefs.terms(device), **{k: torch.tensor(v, device=device) for k, v in {
+            "rm_heldout_accuracy": fit.heldout_accuracy, "rm_heldout_true_accuracy": fit.heldout_true_accuracy,
+            "rm_train_loss": fit.final_loss}.items()}}
+
+    def rollout(self, batch: dict[str, Any], ctx: StepContext) -> Rollout:
+        if self.rm is None or self.controller is None:
+            raise RuntimeError("rlhf builds its preference set and reward model in start(); call it before training")
+        samples = ctx.policy.sample(ctx.model, batch, None, self.num_samples)
+        reference, features = ctx.policy.features(self.reference(ctx), batch, samples)
+        with torch.autocast(features.device.type, enabled=False):
+            proxy = self.rm(features.float())
+        beta = self.controller.value
+        log_ratio = samples.logprob - reference.logprob
+        reward = proxy - beta * log_ratio
+        kl = masked_mean(kl_estimate(samples, reference))
+        self.controller.update(kl, samples.logprob.shape[0])
+        true = ctx.policy.score(samples, batch)
+        terms = {"rm_reward": proxy.mean(), "reward": true.mean(), "kl_coef": beta, "kl_penalty": (beta * log_ratio).mean(),
+                 "baseline": reward.mean(), **self.fixed_terms}
+        return Rollout(detached(samples), detached(reference), reward, whiten(reward), terms)
 
     def objective(self, logits: torch.Tensor, batch: dict[str, Any], ctx: StepContext) -> Objective:
-        samples = ctx.policy.sample(ctx.model, batch, logits, 2)
-        reward = ctx.policy.score(samples, batch)
-        pairs = preferences(reward, self.noise)
-
-        def bradley_terry(r: torch.Tensor) -> torch.Tensor:
-            return mean_over_mask(-F.logsigmoid(chosen_minus_rejected(r, pairs.chosen)), pairs.valid)
-
-        reference_logprob, predicted, rm_loss = self.learned_reward(ctx, batch, samples, bradley_terry)
-        group = predicted.view(-1, 2)
-        baseline = group.mean(-1, keepdim=True)
-        advantage = (group - baseline).flatten() - self.kl_coef * (samples.logprob.detach() - reference_logprob)
-        old = dataclasses.replace(samples, logprob=samples.logprob.detach(),
-                                  token_logprob=samples.token_logprob.detach())
-        objective, _, _ = self._surrogate(samples, old, advantage)
-        clip_fraction = ratio_deviation = torch.zeros((), device=predicted.device)
-        if self.previous is not None:
-            stale = self.previous
-            rescored = ctx.policy.log_prob(ctx.model, stale.batch, stale.samples)
-            stale_objective, clipped, deviation = self._surrogate(rescored, stale.samples, stale.advantage)
-            objective = torch.cat([objective, stale_objective])
-            clip_fraction = mean_over_mask(clipped.float(), stale.samples.mask.reshape(clipped.shape))
-            ratio_deviation = mean_over_mask(deviation, stale.samples.mask.reshape(deviation.shape))
-        self.previous = _Rollout(batch, old, advantage)
-        pg = -objective.mean()
-        ordered = mean_over_mask((chosen_minus_rejected(predicted, pairs.better) > 0).float(), pairs.valid)
-        rm_accuracy = torch.where(pairs.valid.any(), ordered, 0.5)  # no pair to judge: chance level
-        return Objective(pg, samples, {"pg": pg.detach(), "reward": reward.mean(), "rm_reward": predicted.mean(),
-                                       "baseline": baseline.mean(), "rm_loss": rm_loss, "rm_accuracy": rm_accuracy,
-                                       "clip_fraction": clip_fraction, "ratio_deviation": ratio_deviation},
-                         reference_logprob=reference_logprob)
-
-    def _surrogate(self, new: Samples, old: Samples,
-                   advantage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-sample clipped surrogate [N], and per action [N, L]: clipped? and |ρ − 1| (detached)."""
-        n = advantage.shape[0]
-        mask = new.mask.reshape(n, -1)
-        ratio = torch.exp(new.token_logprob.reshape(n, -1) - old.token_logprob.reshape(n, -1))
-        a = advantage.unsqueeze(-1)
-        per_action = torch.minimum(ratio * a, ratio.clamp(1.0 - self.clip, 1.0 + self.clip) * a)
-        per_sample = torch.where(mask, per_action, 0.0).sum(-1) / mask.sum(-1).clamp_min(1)
-        deviation = (ratio.detach() - 1.0).abs()
-        return per_sample, deviation > self.clip, deviation
+        rollout = rollout_of(self, batch, ctx)
+        new = ctx.policy.log_prob(ctx.model, batch, rollout.samples, logits=logits)
+        surrogate = clipped_surrogate(new, rollout.samples, rollout.advantage, self.clip)
+        value = -surrogate.per_action.sum() / max(surrogate.per_action.shape[0], 1)
+        return Objective(value, new, {"pg": value.detach(), **rollout.terms, "clip_fraction": surrogate.clip_fraction,
+                                      "ratio_deviation": surrogate.ratio_deviation}, reference=rollout.reference)

@@ -11,16 +11,18 @@ from rewards.base import StepContext, register_reward
 
 @register_reward("scst")
 class SCST(SamplingStrategy):
-    """loss = −(1/N) Σ_n (r(y_n) − r(ŷ))·(1/|y_n|) log π(y_n) + α·CE.
+    """loss = −(1/N) Σ_n (r(y_n) − r(ŷ))·log π(y_n) + α·CE.
 
-    Rennie et al. 2017, "Self-critical Sequence Training for Image Captioning". y_n are K samples
-    per input, ŷ the greedy (argmax) output for the same input, r the task's sentence-level metric;
-    only samples that beat the model's own test-time output are reinforced. The log-probability is
-    divided by the number of actions (tags, tokens; 1 for a label), so long outputs do not get
-    larger steps than short ones.
+    Rennie et al. 2017, "Self-critical Sequence Training for Image Captioning". The REINFORCE
+    estimator over y_n, K samples per input, with the reward of ŷ, the greedy (argmax) output for
+    the same input, as the baseline (the model's own test-time output); r is the task's
+    sentence-level metric, so only samples that beat ŷ are reinforced. Normalisation as in the
+    paper: log π(y_n) is summed over the sample's actions (tokens, tags; one for a label), not
+    divided by its length; mean over samples. Deviation: K = 4 samples per input by default (the
+    paper draws one), matching the other sampling strategies and their control.
     """
 
-    num_samples: int = num_samples_param(1)
+    num_samples: int = num_samples_param()
 
     def objective(self, logits: torch.Tensor, batch: dict[str, Any], ctx: StepContext) -> Objective:
         samples = ctx.policy.sample(ctx.model, batch, logits, self.num_samples)

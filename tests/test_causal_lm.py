@@ -102,7 +102,8 @@ FAMILIES = ["ce", "focal", "soft_f1", "scst", "constant_reward"]  # baseline, to
 
 
 def test_every_family_runs_end_to_end_on_a_decoder_only_model(tmp_path, data_dir):
-    grid = write_grid(tmp_path / "g.yaml", ["translation", "summarization"], rewards=FAMILIES, epochs=1,
+    rewards = {name: {"num_samples": 2} if name in ("scst", "constant_reward") else {} for name in FAMILIES}  # K: cost only
+    grid = write_grid(tmp_path / "g.yaml", ["translation", "summarization"], rewards=rewards, epochs=1,
                       max_train=16, max_eval=8, model="tiny-gpt", max_source_length=48)
     grid.write_text(grid.read_text().replace("tiny-bert2bert", "tiny-gpt"))
     store = tmp_path / "s"
@@ -113,3 +114,30 @@ def test_every_family_runs_end_to_end_on_a_decoder_only_model(tmp_path, data_dir
     scst = next(r for r in records if r["config"]["reward"] == "scst" and r["config"]["task"] == "translation")
     assert scst["init_from"] is not None, "sampling strategies start from the ce run of the decoder-only model"
     assert all(isinstance(e["prediction"], str) for r in records for e in r["test_examples"])
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo"])
+def test_group_strategies_train_a_decoder_only_model(name):
+    """A rollout of K samples per prompt, then the strategy's updates: finite, ratio 1 at first (grpo)."""
+    import copy
+    import dataclasses
+
+    from rewards.base import StepContext, build_reward
+
+    model, batch, task = tiny_model(), batch_of(), get_task("translation")
+    strategy = build_reward(name)
+    model.train(strategy.policy_dropout)
+    ctx = StepContext(task=task, model=model, tokenizer=TOKENIZER, step=0, total_steps=4, forward=kinds.forward,
+                      policy=KIND.policy(task, TOKENIZER, max_new_tokens=6), kind=KIND,
+                      reference=copy.deepcopy(model).eval().requires_grad_(False))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    with torch.no_grad():
+        rollout = strategy.rollout(batch, ctx)
+    for update in range(strategy.updates):
+        out = strategy.loss(KIND.forward(model, batch), batch, dataclasses.replace(ctx, update=update, rollout=rollout))
+        optimizer.zero_grad()
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.terms.values())
+        optimizer.step()
+        if name == "grpo" and update == 0:
+            assert out.terms["ratio_deviation"] == 0 and abs(out.terms["kl"]) < 1e-6

@@ -1,5 +1,6 @@
-"""The constant-reward control: its objective is −c·mean log π of the sampled actions, and (α = 0) it
-learns nothing from the gold answers — the loss and gradient do not change when the labels do."""
+"""The constant-reward control: its objective is −c·(1/N) Σ_n log π(y_n) over K samples per input,
+log π summed over each sample's actions, as the strategies it controls; and (α = 0) it learns nothing
+from the gold answers — the loss and gradient do not change when the labels do."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -44,3 +45,24 @@ def test_the_reward_carries_no_information_about_the_gold_answer() -> None:
     loss_b, grad_b, _ = step(torch.tensor([0, 2, 1, 0]), params)
     torch.testing.assert_close(loss_a, loss_b)
     torch.testing.assert_close(grad_a, grad_b)
+
+
+def test_the_control_matches_the_sampling_of_the_strategies_it_controls() -> None:
+    """Same K by default, same normalisation (summed log-probabilities: every token weighs c/N,
+    whatever its sample's length), same sampling (the policy's own `sample`, on-policy)."""
+    import dataclasses
+
+    from rewards.base import REWARDS
+    from tests.test_rewards_sampling import StubPolicy, stub_ctx, two_lengths
+
+    control = build_reward("constant_reward")
+    for name, cls in REWARDS.items():
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if cls.family == "sampling" and "num_samples" in fields:
+            assert fields["num_samples"].default == control.num_samples == 4, name
+    samples, leaf = two_lengths()
+    out = build_reward("constant_reward", {"alpha": 0.0, "value": 2.0}).objective(
+        None, {}, stub_ctx(StubPolicy(samples, torch.zeros(4), torch.zeros(())))
+    )
+    (grad,) = torch.autograd.grad(out.value, leaf)
+    torch.testing.assert_close(grad, torch.where(samples.mask, torch.tensor(-2.0 / 4), 0.0))

@@ -13,26 +13,39 @@ import pytest
 import scipy.stats
 import torch
 
+import datasets
+
+from harness.run.data import Batches
 from harness.run.models import load_model, load_tokenizer
-from rewards._sampling import preferences, spearman
+from rewards._sampling import spearman
 from rewards.base import IGNORE, LossOutput, RewardStrategy, StepContext, build_reward
 import kinds
 from tasks.base import get_task
 from tests.helpers import check_declared_params
 
-STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo")
+STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo", "online_dpo", "grpo", "rloo")
 # The strategy's own objective term: loss = term + α·CE once warm-up is over.
-OWN_TERM = {"reinforce": "pg", "scst": "pg", "mrt": "risk", "reward_model": "pg", "rlhf": "pg", "dpo": "dpo"}
+OWN_TERM = {"reinforce": "pg", "scst": "pg", "mrt": "risk", "reward_model": "pg", "rlhf": "pg", "dpo": "dpo",
+            "grpo": "pg", "rloo": "pg", "online_dpo": "dpo"}
 COMMON_TERMS = {"ce", "reward", "baseline", "kl", "entropy", "sample_length"}
+NOT_LOGGED = {"dpo": {"reward"}}  # offline: no policy samples, so no reward of them
 EXTRA_TERMS = {"reward_model": {"rm_rank_corr", "rm_mse", "rm_reward"},
-               "rlhf": {"rm_accuracy", "rm_loss", "rm_reward", "clip_fraction", "ratio_deviation"},
-               "mrt": set(), "reinforce": set(), "scst": set(), "dpo": {"margin"}}
+               "rlhf": {"rm_reward", "rm_heldout_accuracy", "rm_heldout_true_accuracy", "rm_train_loss", "kl_coef",
+                        "kl_penalty", "clip_fraction", "ratio_deviation", "preference_pairs", "preference_heldout",
+                        "preference_ties", "annotator_agreement"},
+               "mrt": set(), "reinforce": set(), "scst": set(),
+               "dpo": {"margin", "accuracy", "pairs", "chosen_metric", "rejected_metric", "preference_pairs",
+                       "preference_heldout", "preference_ties", "annotator_agreement"},
+               "online_dpo": {"margin", "pairs"},
+               "grpo": {"clip_fraction", "ratio_deviation", "reward_std"}, "rloo": {"penalised_reward"}}
 # Settings under which the bandit is learnt in BANDIT_STEPS steps (α = 0: the sampled objective alone).
 BANDIT_PARAMS: dict[str, dict[str, Any]] = {
     "reinforce": {}, "scst": {}, "mrt": {}, "reward_model": {"rm_lr": 0.01},
-    "rlhf": {"rm_lr": 0.01, "noise": 0.0}, "dpo": {"noise": 0.0},
+    "rlhf": {"rm_lr": 0.01, "rm_epochs": 50, "temperature": 0.0, "flip_rate": 0.0}, "dpo": {"temperature": 0.0, "flip_rate": 0.0},
+    "online_dpo": {"temperature": 0.0, "flip_rate": 0.0}, "grpo": {}, "rloo": {},
 }
 BANDIT_STEPS = 60
+FEW_UPDATES = {"rlhf": {"updates": 2}}  # enough to see a rollout's second update, at half the cost
 
 
 # ---- a two-armed bandit as a classification model -------------------------------------------
@@ -59,17 +72,64 @@ def bandit_task(arms: int = 2) -> SimpleNamespace:
                            sentence_score=lambda pred, gold: 1.0 if pred == gold else 0.0)
 
 
-def bandit_batch(rows: int = 8, gold: int = 1) -> dict[str, torch.Tensor]:
+BANDIT_ROWS = 64  # training rows of the bandit (batches of 8 take turns over them)
+
+
+def bandit_batch(rows: int = 8, gold: int = 1, offset: int = 0) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.zeros(rows, 3, dtype=torch.long), "attention_mask": torch.ones(rows, 3, dtype=torch.long),
-            "labels": torch.full((rows,), gold), "index": torch.arange(rows)}
+            "labels": torch.full((rows,), gold), "index": torch.arange(offset, offset + rows)}
+
+
+def training_rows(task: Any, features: list[dict[str, Any]], batch_size: int = 8, pad_id: int = 0,
+                  start: int | None = None) -> Batches:
+    """The run's training batches (`StepContext.train`) over encoded rows."""
+    kind = kinds.get_kind(task.kind)
+    columns = ["input_ids", "labels", "index", *kind.columns]
+    table = datasets.Dataset.from_list([{k: f[k] for k in columns} for f in features])
+    return Batches(kind, task, table, batch_size, pad_id, start)
+
+
+def bandit_rows(gold: int = 1) -> list[dict[str, Any]]:
+    return [{"input_ids": [0, 0, 0], "labels": gold, "index": i} for i in range(BANDIT_ROWS)]
 
 
 def make_ctx(task: Any, model: torch.nn.Module, tokenizer: Any = None, step: int = 0, total_steps: int = 100,
-             max_new_tokens: int = 4) -> StepContext:
+             max_new_tokens: int = 4, train: Batches | None = None) -> StepContext:
     kind = kinds.get_kind(task.kind)
+    if train is None:  # the bandit's
+        train = training_rows(task, bandit_rows(len(task.labels) - 1))
     return StepContext(task=task, model=model, tokenizer=tokenizer, step=step, total_steps=total_steps,
                        forward=kinds.forward, policy=kind.policy(task, tokenizer, max_new_tokens),
-                       reference=copy.deepcopy(model).eval().requires_grad_(False), kind=kind)
+                       reference=copy.deepcopy(model).eval().requires_grad_(False), kind=kind, train=train, seed=0)
+
+
+def started(name: str, ctx: StepContext, params: dict[str, Any] | None = None) -> RewardStrategy:
+    """The strategy built and started as the recipe does (run-level data such as preference sets)."""
+    strategy = build_reward(name, params)
+    strategy.start(ctx)
+    return strategy
+
+
+def train_batch(strategy: RewardStrategy, model: torch.nn.Module, batch: dict[str, Any], ctx: StepContext,
+                optimizer: torch.optim.Optimizer, step: int,
+                check: Any = None) -> list[LossOutput]:
+    """One batch as the recipe trains it: a rollout without gradient, then `updates` optimiser steps
+    (each calling `loss` with the rollout), `after_step` after each; `check(out, model)` after backward."""
+    with torch.no_grad():
+        rollout = strategy.rollout(batch, dataclasses.replace(ctx, step=step))
+    outs = []
+    for update in range(strategy.updates):
+        out = strategy.loss(kinds.forward(model, batch), batch,
+                            dataclasses.replace(ctx, step=step + update, update=update, rollout=rollout))
+        optimizer.zero_grad()
+        if check is not None:
+            check(out, model)
+        elif out.loss.requires_grad:
+            out.loss.backward()
+        optimizer.step()
+        strategy.after_step(dataclasses.replace(ctx, step=step + update + 1, update=update))
+        outs.append(out)
+    return outs
 
 
 def p_arm1(model: Bandit) -> float:
@@ -85,12 +145,10 @@ def test_bandit_learns_the_better_arm(name: str) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     ctx = make_ctx(bandit_task(), model)
     before = p_arm1(model)
+    strategy.start(ctx)
     for step in range(BANDIT_STEPS):
-        out = strategy.loss(kinds.forward(model, batch), batch, dataclasses.replace(ctx, step=step))
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        strategy.after_step(dataclasses.replace(ctx, step=step + 1))
+        batch = bandit_batch(offset=8 * (step % (BANDIT_ROWS // 8)))
+        train_batch(strategy, model, batch, ctx, optimizer, step * strategy.updates)
     assert before < 0.15
     assert p_arm1(model) > 0.8, f"{name}: p(arm 1) {before:.2f} -> {p_arm1(model):.2f}"
 
@@ -103,13 +161,13 @@ def test_warmup_is_exactly_ce(name: str) -> None:
     model, batch = Bandit(bias=(0.3, -0.2)), bandit_batch()
     ctx = make_ctx(bandit_task(), model, step=4, total_steps=10)
     logits = kinds.forward(model, batch)
-    out = build_reward(name, {"warmup": 0.5, "alpha": 0.3}).loss(logits, batch, ctx)
+    out = started(name, ctx, {"warmup": 0.5, "alpha": 0.3}).loss(logits, batch, ctx)
     ce = build_reward("ce").loss(logits, batch, ctx)
     assert torch.equal(out.loss, ce.loss)
     grads = torch.autograd.grad(out.loss, list(model.parameters()), retain_graph=True)
     ce_grads = torch.autograd.grad(ce.loss, list(model.parameters()))
     assert all(torch.equal(g, c) for g, c in zip(grads, ce_grads))
-    assert COMMON_TERMS | {OWN_TERM[name]} <= set(out.terms)  # diagnostics are logged during warm-up too
+    assert (COMMON_TERMS - NOT_LOGGED.get(name, set())) | {OWN_TERM[name]} <= set(out.terms)  # logged in warm-up too
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
@@ -117,7 +175,7 @@ def test_after_warmup_loss_is_objective_plus_alpha_ce(name: str) -> None:
     torch.manual_seed(2)
     model, batch = Bandit(bias=(0.3, -0.2)), bandit_batch()
     ctx = make_ctx(bandit_task(), model, step=5, total_steps=10)
-    out = build_reward(name, {"warmup": 0.5, "alpha": 0.3}).loss(kinds.forward(model, batch), batch, ctx)
+    out = started(name, ctx, {"warmup": 0.5, "alpha": 0.3}).loss(kinds.forward(model, batch), batch, ctx)
     torch.testing.assert_close(out.loss.detach(), out.terms[OWN_TERM[name]] + 0.3 * out.terms["ce"])
 
 
@@ -139,16 +197,15 @@ def assert_finite(out: LossOutput, model: torch.nn.Module) -> None:
 
 def run_steps(name: str, model: torch.nn.Module, batch: dict[str, Any], ctx: StepContext, steps: int = 2,
               params: dict[str, Any] | None = None) -> list[LossOutput]:
-    """`steps` optimiser steps as the runner takes them; every loss and gradient must be finite."""
+    """`steps` batches as the recipe trains them (each: a rollout, then `updates` optimiser steps);
+    every loss and gradient must be finite. Returns the output of every optimiser step."""
     strategy = build_reward(name, params)
+    model.train(strategy.policy_dropout)  # as the recipe trains it
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    strategy.start(ctx)
     outs = []
     for step in range(steps):
-        out = strategy.loss(kinds.forward(model, batch), batch, dataclasses.replace(ctx, step=step))
-        assert_finite(out, model)
-        optimizer.step()
-        strategy.after_step(dataclasses.replace(ctx, step=step + 1))
-        outs.append(out)
+        outs += train_batch(strategy, model, batch, ctx, optimizer, step * strategy.updates, check=assert_finite)
     return outs
 
 
@@ -171,8 +228,10 @@ ROWS: dict[str, dict[str, list[Any]]] = {
 }
 
 
-def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5) -> tuple[torch.nn.Module, dict, StepContext]:
-    """A tiny random model of the task's kind, a batch of hand-made rows and the runner's context."""
+def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5,
+               all_masked: bool = False) -> tuple[torch.nn.Module, dict, StepContext]:
+    """A tiny random model of the task's kind, a batch of hand-made rows (as its training rows too) and the
+    runner's context; `all_masked`: no position of any row is scored."""
     torch.manual_seed(4)
     task = get_task(task_name)
     model = load_model("tiny-bert2bert" if task.kind == "seq2seq" else "tiny-bert", task, tokenizer)
@@ -180,17 +239,20 @@ def real_setup(task_name: str, tokenizer: Any, max_new_tokens: int = 5) -> tuple
     start = kind.start_token(model)
     rows = ROWS[task_name]
     encoded = kind.encode(task, rows, tokenizer, start)
+    if all_masked:
+        encoded["labels"] = [[IGNORE] * len(labels) for labels in encoded["labels"]]
     features = [{**{k: v[i] for k, v in rows.items()}, **{k: v[i] for k, v in encoded.items()}, "index": i}
                 for i in range(len(next(iter(rows.values()))))]
     batch = kind.collate(task, features, tokenizer.pad_token_id, start)
     model.train()
-    return model, batch, make_ctx(task, model, tokenizer, total_steps=2, max_new_tokens=max_new_tokens)
+    return model, batch, make_ctx(task, model, tokenizer, total_steps=2, max_new_tokens=max_new_tokens,
+                                  train=training_rows(task, features, pad_id=tokenizer.pad_token_id, start=start))
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_all_tags_masked_is_finite(name: str, tokenizer: Any) -> None:
-    model, batch, ctx = real_setup("ner", tokenizer)
-    batch["labels"] = torch.full_like(batch["labels"], IGNORE)
+    model, batch, ctx = real_setup("ner", tokenizer, all_masked=True)
+    assert (batch["labels"] == IGNORE).all()
     outs = run_steps(name, model, batch, ctx)
     assert outs[-1].terms["sample_length"] == 0
 
@@ -205,7 +267,7 @@ def test_empty_generated_output_is_finite(name: str, tokenizer: Any) -> None:
     samples = ctx.policy.sample(model, batch, None, num_samples=2)
     assert samples.lengths.tolist() == [1] * 6
     assert ctx.policy.score(samples, batch).tolist() == [0.0] * 6
-    run_steps(name, model, batch, ctx, steps=1)
+    run_steps(name, model, batch, ctx, steps=1, params=FEW_UPDATES.get(name))
 
 
 def test_samples_stop_at_the_length_factor_times_the_longest_reference(tokenizer: Any) -> None:
@@ -229,21 +291,24 @@ def test_samples_stop_at_the_length_factor_times_the_longest_reference(tokenizer
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_tiny_run_logs_every_diagnostic(name: str, task_name: str, tokenizer: Any) -> None:
     model, batch, ctx = real_setup(task_name, tokenizer)
-    outs = run_steps(name, model, batch, ctx, steps=2)
-    expected = COMMON_TERMS | {OWN_TERM[name]} | EXTRA_TERMS[name]
+    outs = run_steps(name, model, batch, ctx, steps=2, params=FEW_UPDATES.get(name))
+    expected = (COMMON_TERMS - NOT_LOGGED.get(name, set())) | {OWN_TERM[name]} | EXTRA_TERMS[name]
     assert all(expected <= set(out.terms) for out in outs), expected - set(outs[-1].terms)
-    if name == "rlhf":  # the second step re-scores the first step's samples under the updated policy
+    if build_reward(name).updates > 1:  # later updates re-score the rollout's samples under the moved policy
         assert outs[0].terms["ratio_deviation"] == 0 < outs[1].terms["ratio_deviation"]
 
 
 @pytest.mark.parametrize("task_name", ["ner", "translation"])
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_kl_is_zero_at_the_start(name: str, task_name: str, tokenizer: Any) -> None:
-    """Without dropout the policy is its reference on the first step (in training, dropout adds noise)."""
+    """In the mode the recipe trains it (dropout off for sampling strategies) the policy is its
+    reference on the first step."""
     model, batch, ctx = real_setup(task_name, tokenizer)
-    model.eval()
-    out = build_reward(name).loss(kinds.forward(model, batch), batch, ctx)
-    torch.testing.assert_close(out.terms["kl"], torch.tensor(0.0), atol=1e-4, rtol=0)
+    strategy = started(name, ctx)
+    model.train(strategy.policy_dropout)
+    out = strategy.loss(kinds.forward(model, batch), batch, ctx)
+    assert out.terms["kl"] >= 0
+    torch.testing.assert_close(out.terms["kl"], torch.tensor(0.0), atol=1e-5, rtol=0)
 
 
 # ---- the policy and the shared pieces ------------------------------------------------------
@@ -283,15 +348,6 @@ def test_spearman_matches_scipy_with_ties() -> None:
     assert spearman(x, torch.ones(6)) == 0
 
 
-def test_preferences_flip_with_noise_and_drop_ties() -> None:
-    torch.manual_seed(5)
-    scores = torch.tensor([0.2, 0.8] * 2000 + [0.5, 0.5])
-    clean, noisy = preferences(scores, 0.0), preferences(scores, 0.3)
-    assert (clean.chosen[:-1] == 1).all() and clean.valid[:-1].all() and not clean.valid[-1]
-    assert abs((noisy.chosen[:-1] == 0).float().mean().item() - 0.3) < 0.03
-    assert torch.equal(noisy.better, clean.better)
-
-
 def test_mrt_finds_repeated_samples() -> None:
     """Q is renormalised over distinct samples: later copies of a sample are left out."""
     from rewards.mrt import _repeated
@@ -307,3 +363,153 @@ def test_parameters_are_declared_and_validated(name: str) -> None:
     assert {"alpha", "warmup"} <= set(strategy.params())
     with pytest.raises(ValueError, match="warmup"):
         build_reward(name, {"warmup": 1.5})
+
+
+# ---- reinforce: a sentence reward for generated text, an immediate ±1 for labels and tags ---------
+
+class StubPolicy:
+    """Returns fixed samples; `score` (the sentence metric) and `token_correct` record being called."""
+
+    def __init__(self, samples: Any, scores: torch.Tensor, correct: torch.Tensor):
+        self.samples, self.scores, self.correct, self.calls = samples, scores, correct, []
+
+    def sample(self, model, batch, logits, num_samples=1, greedy=False):
+        return self.samples
+
+    def score(self, samples, batch):
+        self.calls.append("score")
+        return self.scores
+
+    def token_correct(self, samples, batch):
+        self.calls.append("token_correct")
+        return self.correct
+
+
+@pytest.mark.parametrize("generating", [True, False])
+def test_reinforce_rewards_sequences_by_sentence_and_labels_by_action(generating: bool) -> None:
+    from rewards.base import Samples
+    token_logprob = torch.tensor([[-0.5, -1.0, -2.0], [-0.1, -0.3, 0.0], [-1.5, -0.2, -0.7]], requires_grad=True)
+    mask = torch.tensor([[True, True, True], [True, True, False], [True, True, True]])
+    masked = torch.where(mask, token_logprob, 0.0)
+    samples = Samples(actions=torch.zeros(3, 3, dtype=torch.long), mask=mask, logprob=masked.sum(-1),
+                      token_logprob=masked, index=torch.arange(3))
+    scores = torch.tensor([0.2, 0.9, 0.4])
+    correct = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    policy = StubPolicy(samples, scores, correct)
+    ctx = StepContext(task=None, model=None, tokenizer=None, step=0, total_steps=1, forward=kinds.forward,
+                      policy=policy, kind=SimpleNamespace(generates=generating))
+    batch = {"labels": torch.zeros(3, 3, dtype=torch.long)}
+    strategy = build_reward("reinforce", {"alpha": 0.0})
+    terms = strategy.objective(None, batch, ctx).terms
+    if generating:  # r_n = the sentence metric, credited to the summed log-probability of the whole output
+        assert policy.calls == ["score"]
+        expected = -((scores - scores.mean()) * masked.sum(-1)).mean()
+    else:  # r_a = ±1 per action, credited to that action only
+        assert policy.calls == ["token_correct"]
+        reward = 2 * correct - 1
+        baseline = reward[mask].mean()
+        expected = -(torch.where(mask, (reward - baseline) * masked, 0.0).sum(-1)).mean()
+    torch.testing.assert_close(terms["pg"], expected.detach())
+    second = strategy.objective(None, batch, ctx).terms  # the baseline is the first batch's mean reward
+    torch.testing.assert_close(second["baseline"], terms["reward"])
+
+
+# ---- no length normalisation: every token of a sample gets its sample's weight, whatever its length ----
+
+def two_lengths() -> tuple[Any, torch.Tensor]:
+    """Four samples of two inputs (K = 2): lengths 1, 3, 2, 3; per-token log-probs as a leaf tensor."""
+    from rewards.base import Samples
+    leaf = torch.tensor([[-0.5, -1.0, -2.0], [-0.1, -0.3, -0.2], [-1.5, -0.2, -0.7], [-0.4, -0.9, -0.3]],
+                        requires_grad=True)
+    mask = torch.tensor([[True, False, False], [True, True, True], [True, True, False], [True, True, True]])
+    masked = torch.where(mask, leaf, 0.0)
+    samples = Samples(actions=torch.arange(12).view(4, 3), mask=mask, logprob=masked.sum(-1), token_logprob=masked,
+                      index=torch.tensor([0, 0, 1, 1]))
+    return samples, leaf
+
+
+class GreedyStub(StubPolicy):
+    def __init__(self, samples: Any, scores: torch.Tensor, greedy_scores: torch.Tensor):
+        super().__init__(samples, scores, torch.zeros(()))
+        self.greedy, self.greedy_scores = SimpleNamespace(), greedy_scores
+
+    def sample(self, model, batch, logits, num_samples=1, greedy=False):
+        return self.greedy if greedy else self.samples
+
+    def score(self, samples, batch):
+        return self.greedy_scores if samples is self.greedy else self.scores
+
+
+def stub_ctx(policy: Any) -> StepContext:
+    return StepContext(task=None, model=None, tokenizer=None, step=0, total_steps=1, forward=kinds.forward,
+                       policy=policy, kind=SimpleNamespace(generates=True))
+
+
+def test_scst_weights_every_token_by_its_samples_advantage() -> None:
+    samples, leaf = two_lengths()
+    scores = torch.tensor([0.9, 0.9, 0.1, 0.5])
+    ctx = stub_ctx(GreedyStub(samples, scores, torch.tensor([0.4, 0.3])))
+    value = build_reward("scst", {"alpha": 0.0}).objective(None, {}, ctx).value
+    (grad,) = torch.autograd.grad(value, leaf)
+    advantage = scores - torch.tensor([0.4, 0.4, 0.3, 0.3])
+    expected = torch.where(samples.mask, -advantage[:, None] / 4, 0.0)  # not −A/(N·|y|)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_policy_gradient_uses_the_summed_log_probability() -> None:
+    from rewards._sampling import policy_gradient
+    samples, leaf = two_lengths()
+    advantage = torch.tensor([1.0, 1.0, -0.5, 2.0])
+    (grad,) = torch.autograd.grad(policy_gradient(advantage, samples), leaf)
+    torch.testing.assert_close(grad, torch.where(samples.mask, -advantage[:, None] / 4, 0.0))
+
+
+def test_mrt_sharpens_the_summed_log_probability() -> None:
+    samples, leaf = two_lengths()
+    scores = torch.tensor([0.9, 0.2, 0.1, 0.5])
+    out = build_reward("mrt", {"alpha": 0.0, "num_samples": 2, "beta": 0.5}).objective(None, {}, stub_ctx(
+        StubPolicy(samples, scores, torch.zeros(()))))
+    q = torch.softmax(0.5 * samples.logprob.detach().view(2, 2), -1)
+    torch.testing.assert_close(out.value.detach(), (q * (1 - scores.view(2, 2))).sum(-1).mean())
+    assert build_reward("mrt").beta == 5e-3  # Shen et al. 2016's sharpness for summed log-probabilities
+
+
+# ---- grpo and rloo --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_grpo_advantages_sum_to_zero_per_group(scale: bool) -> None:
+    from rewards._sampling import group_advantages
+    reward = torch.tensor([0.1, 0.5, 0.5, 0.9, 0.3, 0.3, 0.3, 0.3, 0.0, 1.0, 0.2, 0.7])
+    advantage = group_advantages(reward, 4, scale=scale).view(3, 4)
+    torch.testing.assert_close(advantage.sum(-1), torch.zeros(3), atol=1e-6, rtol=0)
+    assert (advantage[1] == 0).all(), "a group of equal rewards teaches nothing"
+    group = reward.view(3, 4)
+    expected = group - group.mean(-1, keepdim=True)
+    if scale:  # Shao et al.: divided by the group's std; Dr. GRPO: not
+        expected = expected / (group.std(-1, keepdim=True) + 1e-4)
+    torch.testing.assert_close(advantage, expected)
+
+
+def test_rloo_baseline_excludes_the_sample_itself() -> None:
+    from rewards._sampling import leave_one_out_baseline
+    reward = torch.tensor([0.1, 0.5, 0.2, 0.9, 1.0, 0.0])
+    baseline = leave_one_out_baseline(reward, 3)
+    torch.testing.assert_close(baseline, torch.tensor([0.35, 0.15, 0.3, 0.5, 0.45, 0.95]))
+    changed = reward.clone()
+    changed[1] = 10.0  # another reward for sample 1: its own baseline stays, its group's others move
+    moved = leave_one_out_baseline(changed, 3)
+    torch.testing.assert_close(moved[1], baseline[1])
+    assert (moved[[0, 2]] - baseline[[0, 2]] > 4).all()
+    assert torch.equal(moved[3:], baseline[3:])
+
+
+@pytest.mark.parametrize("task_name", ["ner", "translation"])
+def test_grpo_ratio_is_one_on_the_first_update_of_a_rollout(task_name: str, tokenizer: Any) -> None:
+    model, batch, ctx = real_setup(task_name, tokenizer)
+    strategy = build_reward("grpo", {"updates": 3})
+    model.train(strategy.policy_dropout)
+    outs = train_batch(strategy, model, batch, ctx, torch.optim.AdamW(model.parameters(), lr=1e-2), 0)
+    assert len(outs) == 3
+    assert outs[0].terms["ratio_deviation"] == 0 and outs[0].terms["clip_fraction"] == 0
+    assert outs[1].terms["ratio_deviation"] > 0, "later updates re-score the same samples under the moved policy"
+    assert outs[0].terms["reward"] == outs[2].terms["reward"], "one rollout per batch"

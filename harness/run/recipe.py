@@ -120,6 +120,7 @@ class Setup:
     total_steps: int
     init_from: str | None
     grad_accum: int = 1
+    dropout: bool = True  # dropout on in the model while it trains (`policy_dropout`, resolved)
     started: float = field(default_factory=time.time)
 
     @property
@@ -171,11 +172,12 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     total_steps = len(data["train"]) * s.epochs * strategy.updates
     optimizer, scheduler = _optimiser(model, cfg, total_steps)
     ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=0, total_steps=total_steps, forward=forward,
-                      policy=policy, reference=reference, kind=kind)
+                      policy=policy, reference=reference, kind=kind, train=data["train"], seed=cfg.seed)
     trained = torch.compile(model, dynamic=True) if s.compile else model
+    dropout = strategy.policy_dropout if s.policy_dropout is None else s.policy_dropout
     return Setup(cfg=cfg, task=task, kind=kind, strategy=strategy, model=model, tokenizer=tokenizer, device=device,
                  data=data, tables=tables, generation=generation, ctx=ctx, trained=trained, optimizer=optimizer, scheduler=scheduler,
-                 total_steps=total_steps, init_from=init_from, grad_accum=grad_accum, started=started)
+                 total_steps=total_steps, init_from=init_from, grad_accum=grad_accum, started=started, dropout=dropout)
 
 
 def _optimiser(model: torch.nn.Module, cfg: RunConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -208,9 +210,10 @@ def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = Tr
     Under gradient accumulation each micro-batch's loss is weighted by its share of the batch's
     scored positions, so an accumulated step equals the whole batch's step for a token-mean loss.
     A strategy with `updates` > 1 takes that many optimiser steps on each batch and its rollout.
+    The model trains with dropout only where `setup.dropout` says so (off for sampling strategies).
     """
     s, model, strategy = setup.cfg.settings, setup.model, setup.strategy
-    model.train()
+    model.train(setup.dropout)  # eval mode switches dropout off; gradients flow the same
     sums: dict[str, torch.Tensor] = {}
     started, samples = time.time(), 0
     train = setup.data["train"]
@@ -379,7 +382,7 @@ def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], 
                 "train_samples_per_second": state.samples / state.seconds if state.seconds else None,
                 "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
         environment=environment(), oom_retry=oom_retry or None,
-        model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None)
+        model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None, policy_dropout=setup.dropout)
 
 
 def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True) -> RunRecord:
