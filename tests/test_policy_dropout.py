@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from harness.run.recipe import TrainState, prepare, train_epoch
+from harness.run.recipe import TrainState, prepare, run, train_epoch
+from harness.store import Store
 from rewards._sampling import kl_estimate
 from rewards.base import REWARDS, Samples, build_reward
 from tests.helpers import configs, write_grid
@@ -18,10 +19,14 @@ SAMPLING = sorted(name for name, cls in REWARDS.items() if cls.family == "sampli
 def frozen_steps(tmp_path, data_dir, task: str, reward: str, **train) -> tuple[list[dict], bool]:
     """The logged terms of every step of one epoch at learning rate 0 (θ never moves), as the recipe
     runs it: its train mode, its rollouts and its updates; and whether the model trained with dropout."""
-    grid = write_grid(tmp_path / "g.yaml", [task], rewards=[reward], epochs=1, batch_size=4, max_train=8,
+    grid = write_grid(tmp_path / "g.yaml", [task], rewards=["ce", reward], epochs=1, batch_size=4, max_train=8,
                       max_eval=4, lr=0.0, log_every=1, **train)
-    (cfg,), source = configs(grid, data_dir)
-    setup = prepare(cfg, None, source, torch.device("cpu"))
+    cfgs, source = configs(grid, data_dir)
+    store = Store(tmp_path / "s")
+    if REWARDS[reward].init_from:  # its parent's checkpoint first, as the grid orders them
+        run(next(c for c in cfgs if c.reward == REWARDS[reward].init_from), store, source, progress=False)
+    cfg = next(c for c in cfgs if c.reward == reward)
+    setup = prepare(cfg, store, source, torch.device("cpu"))
     setup.strategy.start(setup.ctx)
     state = TrainState(generator=torch.Generator().manual_seed(0))
     train_epoch(setup, 1, state, progress=False)

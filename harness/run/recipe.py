@@ -170,7 +170,9 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     policy = kind.policy(task, tokenizer, generation.get("max_new_tokens", task.max_target_length),
                          s.sample_length_factor)
     total_steps = len(data["train"]) * s.epochs * strategy.updates
-    optimizer, scheduler = _optimiser(model, cfg, total_steps)
+    # The learning-rate schedule runs over batches, so a strategy taking several optimiser steps per
+    # batch (`updates`) follows the same schedule, batch by batch, as ce and ce_continued.
+    optimizer, scheduler = _optimiser(model, cfg, len(data["train"]) * s.epochs)
     ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=0, total_steps=total_steps, forward=forward,
                       policy=policy, reference=reference, kind=kind, train=data["train"], seed=cfg.seed)
     trained = torch.compile(model, dynamic=True) if s.compile else model
@@ -180,15 +182,15 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
                  total_steps=total_steps, init_from=init_from, grad_accum=grad_accum, started=started, dropout=dropout)
 
 
-def _optimiser(model: torch.nn.Module, cfg: RunConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW with linear warm-up then decay, no decay on biases and LayerNorm; fused on every device
-    (the same update in one kernel, about twice as fast on CPU: BENCHMARKS.md)."""
+def _optimiser(model: torch.nn.Module, cfg: RunConfig, batches: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with linear warm-up then decay over `batches`, no decay on biases and LayerNorm; fused on
+    every device (the same update in one kernel, about twice as fast on CPU: BENCHMARKS.md)."""
     s = cfg.settings
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=s.lr, fused=True)
-    return optimizer, get_linear_schedule_with_warmup(optimizer, int(s.warmup_ratio * total_steps), total_steps)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(s.warmup_ratio * batches), batches)
 
 
 # ---- train one epoch --------------------------------------------------------------------------
@@ -230,6 +232,8 @@ def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = Tr
             rollouts = [strategy.rollout(part, ctx) for part in parts]
         for update in range(strategy.updates):
             terms = _optimiser_step(setup, parts, weights, rollouts, update, state.step)
+            if update == strategy.updates - 1:
+                setup.scheduler.step()  # once per batch; the logged lr is the next step's
             state.step += 1
             strategy.after_step(dataclasses.replace(setup.ctx, step=state.step, update=update))
             for name, value in terms.items():  # summed on the device: no host sync inside the step
@@ -267,7 +271,6 @@ def _optimiser_step(setup: Setup, parts: list[dict[str, Any]], weights: list[flo
         del logits, out
     grad_norm = torch.nn.utils.clip_grad_norm_(setup.model.parameters(), setup.cfg.settings.max_grad_norm)
     setup.optimizer.step()
-    setup.scheduler.step()
     return {"loss": terms.pop("loss"), "grad_norm": grad_norm.detach(), **terms}
 
 
