@@ -6,7 +6,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from harness.cli import main
+from rewards.base import REWARDS
+from tasks.base import TASKS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -21,7 +25,15 @@ def test_examples_stay_short():
     assert len(block("Adding a task").splitlines()) < 30 and len(block("Adding a strategy").splitlines()) < 30
 
 
-def test_readme_task_and_strategy_run_from_an_outside_folder(tmp_path):
+@pytest.fixture
+def registered():
+    """The example's task and strategy leave the registries with the test (later tests list them all)."""
+    yield
+    REWARDS.pop("margin", None)
+    TASKS.pop("rte", None)
+
+
+def test_readme_task_and_strategy_run_from_an_outside_folder(tmp_path, registered):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "rte.py").write_text(block("Adding a task"))
