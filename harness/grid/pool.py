@@ -23,7 +23,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 

@@ -30,7 +30,7 @@ from harness.config import ConfigError, RunConfig
 from harness.grid.scheduler import Outcome
 from harness.run import recipe as runner
 from harness.run.data import DataSource
-from harness.store import Store
+from harness.store import RunRecord, Store
 
 # Environment passed to the workers (a remote node does not inherit the driver's).
 FORWARDED_ENV = ("HARNESS_CACHE", "HARNESS_DATA_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any, Sequence
 
 from harness import __version__
