@@ -11,12 +11,15 @@ Refused and failed cells say so, never 0.
 """
 from __future__ import annotations
 
+import inspect
+
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from rewards.base import REWARDS
 from harness.report.analysis import (ALPHA, BASELINE, CALIBRATION, CONTROLS, MIN_SEEDS, MIN_TEST_SEEDS,
                                      REPETITION_N, Analysis, status_words)
 
@@ -295,6 +298,20 @@ def tables(a: Analysis) -> list[Table]:
             cost_table(a), not_completed_table(a)]
 
 
+def strategy_methods(a: Analysis) -> list[str]:
+    """Each strategy in the report as its code now implements it: its whole docstring (objective,
+    estimator, baseline, normalisation, source and deviations from the paper), one line each."""
+    lines = []
+    for label in a.strategies():
+        cls = REWARDS.get(label.split("[")[0])
+        if cls is None:  # a strategy the report's process does not know (an --include not given)
+            lines.append(f"Strategy {label}: not registered here; rerun with its --include to describe it.")
+            continue
+        doc = " ".join(inspect.cleandoc(cls.__doc__ or "(no docstring)").split())
+        lines.append(f"Strategy {label} [{cls.family}]: {doc}")
+    return lines
+
+
 def methods(a: Analysis) -> list[str]:
     """How every number was computed (methods.md and the page)."""
     controls = "; ".join(f"{c.name} ({c.what}) with {c.compares}" for c in CONTROLS)
@@ -345,6 +362,7 @@ def methods(a: Analysis) -> list[str]:
         "KL to the starting model and policy entropy, training means of the selected epoch.",
         "Cost: device-seconds per run from start to record (plus the ce run whose checkpoint a strategy starts "
         "from), training samples/s; 'Δ per extra device-hour' divides the gain over ce by the time spent beyond ce.",
+        *strategy_methods(a),
         "References: Bouthillier et al. 2021, Accounting for Variance in Machine Learning Benchmarks, MLSys. "
         "Brier 1950, Verification of Forecasts Expressed in Terms of Probability, Monthly Weather Review 78(1). "
         "Clark, Dyer, Lavie & Smith 2011, Better Hypothesis Testing for Statistical Machine Translation: "
