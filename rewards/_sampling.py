@@ -114,9 +114,8 @@ def kl_estimate(policy: Samples, reference: Samples) -> torch.Tensor:
     KL(π ‖ π_ref) at that position; their sum is an unbiased estimate of the KL between the two
     models' distributions over whole outputs (chain rule), exactly 0 where π = π_ref.
     """
-    n = policy.token_logprob.shape[0]
-    log_ratio = torch.where(policy.mask, reference.token_logprob.detach() - policy.token_logprob.detach(), 0.0)
-    return (torch.expm1(log_ratio) - log_ratio).reshape(n, -1).sum(-1)
+    with torch.no_grad():
+        return k3_per_action(policy, reference).sum(-1)
 
 
 def kl_from_reference_samples(policy: Samples, reference: Samples) -> torch.Tensor:

@@ -67,15 +67,19 @@ def test_strategies_started_from_ce_get_the_controls_schedule_epochs_and_data_or
         assert len(records[name].history) == len(records[CONTINUED_CONTROL].history) == 2, name
 
 
-def test_the_controls_first_step_is_cross_entropy_from_the_ce_weights(tmp_path, data_dir):
-    grid = write_grid(tmp_path / "g.yaml", ["ner"], rewards=["ce", CONTINUED_CONTROL], epochs=1, max_train=16,
-                      max_eval=8)
-    (ce_cfg, control_cfg), source = configs(grid, data_dir)
+def _after_ce(tmp_path, data_dir, task: str, strategies) -> tuple:
+    """Runs ce, then prepares the second of `strategies`: (its setup, ce's checkpoint, both configs)."""
+    grid = write_grid(tmp_path / "g.yaml", [task], rewards=strategies, epochs=1, max_train=16, max_eval=8)
+    (ce_cfg, cfg), source = configs(grid, data_dir)
     store = Store(tmp_path / "s")
     ce = run(ce_cfg, store, source, progress=False)
-    setup = recipe.prepare(control_cfg, store, source, torch.device("cpu"))
-    checkpoint = store.load_checkpoint(ce.hash)
+    setup = recipe.prepare(cfg, store, source, torch.device("cpu"))
     assert setup.init_from == ce.hash
+    return setup, store.load_checkpoint(ce.hash), ce_cfg, cfg
+
+
+def test_the_controls_first_step_is_cross_entropy_from_the_ce_weights(tmp_path, data_dir):
+    setup, checkpoint, ce_cfg, control_cfg = _after_ce(tmp_path, data_dir, "ner", ["ce", CONTINUED_CONTROL])
     for key, value in setup.model.state_dict().items():
         torch.testing.assert_close(value, checkpoint[key], rtol=0, atol=0)
     assert dataclasses.asdict(control_cfg.settings) == dataclasses.asdict(ce_cfg.settings)
@@ -86,14 +90,7 @@ def test_kl_reference_starts_from_and_is_held_to_the_ce_checkpoint(tmp_path, dat
     """The reference is the ce checkpoint of the same seed, not the initial model: at the first step the
     KL is 0 and the gradient is CE's (dropout off: the frozen reference never applies it)."""
     assert build_reward("kl_reference").init_from == "ce" and REWARDS["kl_reference"].needs_reference
-    grid = write_grid(tmp_path / "g.yaml", [task], rewards={"ce": {}, "kl_reference": {"beta": 1.0}}, epochs=1,
-                      max_train=16, max_eval=8)
-    (ce_cfg, kl_cfg), source = configs(grid, data_dir)
-    store = Store(tmp_path / "s")
-    ce = run(ce_cfg, store, source, progress=False)
-    setup = recipe.prepare(kl_cfg, store, source, torch.device("cpu"))
-    checkpoint = store.load_checkpoint(ce.hash)
-    assert setup.init_from == ce.hash
+    setup, checkpoint, _, _ = _after_ce(tmp_path, data_dir, task, {"ce": {}, "kl_reference": {"beta": 1.0}})
     for weights in (setup.ctx.reference.state_dict(), setup.model.state_dict()):
         assert weights.keys() == checkpoint.keys()
         for key, value in weights.items():

@@ -117,7 +117,6 @@ class Setup:
     trained: torch.nn.Module  # the model, or its compiled training forward (`compile`); eval stays eager
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    total_steps: int
     init_from: str | None
     grad_accum: int = 1
     dropout: bool = True  # dropout on in the model while it trains (`policy_dropout`, resolved)
@@ -153,10 +152,9 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
         torch.use_deterministic_algorithms(True, warn_only=True)
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name, task, tokenizer, kind)
-    init_from = None
     if parent is not None:
         model.load_state_dict(state)
-        init_from = parent.run_hash()
+    init_from = parent.run_hash() if parent is not None else None
     model.to(device)
     reference = copy.deepcopy(model).eval().requires_grad_(False) if strategy.needs_reference else None
     start = kind.start_token(model)
@@ -179,7 +177,7 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     dropout = strategy.policy_dropout if s.policy_dropout is None else s.policy_dropout
     return Setup(cfg=cfg, task=task, kind=kind, strategy=strategy, model=model, tokenizer=tokenizer, device=device,
                  data=data, tables=tables, generation=generation, ctx=ctx, trained=trained, optimizer=optimizer, scheduler=scheduler,
-                 total_steps=total_steps, init_from=init_from, grad_accum=grad_accum, started=started, dropout=dropout)
+                 init_from=init_from, grad_accum=grad_accum, started=started, dropout=dropout)
 
 
 def _optimiser(model: torch.nn.Module, cfg: RunConfig, batches: int) -> tuple[torch.optim.Optimizer, Any]:
