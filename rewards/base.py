@@ -93,6 +93,9 @@ class RewardStrategy:
     # Dropout in the trained model unless the run's `policy_dropout` setting says otherwise: off for
     # the sampling strategies (their samples, old/new log-probabilities and KL need one network).
     policy_dropout: ClassVar[bool] = True
+    # The logged term holding the reward the policy is optimised for: the report flags a run whose
+    # optimised reward rose while its test metric fell (reward over-optimisation, Gao et al. 2023).
+    optimised_reward: ClassVar[str] = "reward"
 
     def refuses(self, task: "Task", kind: str) -> str | None:
         """Why this strategy cannot run `task` as model kind `kind`, or None when it can."""

@@ -83,6 +83,8 @@ class RLHF(SamplingStrategy):
     kl_horizon: float = param(10000.0, "horizon H of the adaptive KL controller: K_β = samples per rollout / H",
                               min=1.0)
 
+    optimised_reward = "rm_reward"  # the frozen reward model's proxy, not the simulated annotator's metric
+
     def __post_init__(self) -> None:
         self.prefs: PreferenceSet | None = None
         self.rm: torch.nn.Module | None = None

@@ -22,6 +22,14 @@ from seqeval.scheme import IOB2, Entities
 from tasks.base import MetricResult
 
 
+def mean_words(predictions: Sequence[Any]) -> float | None:
+    """Mean length in whitespace-separated words of generated outputs; None for labels and tags,
+    whose length is the input's and says nothing about the policy."""
+    if not predictions or not all(isinstance(p, str) for p in predictions):
+        return None
+    return sum(len(p.split()) for p in predictions) / len(predictions)
+
+
 def _check_aligned(preds: Sequence[Any], refs: Sequence[Any]) -> None:
     if len(preds) != len(refs):
         raise ValueError(f"{len(preds)} predictions for {len(refs)} references")

@@ -4,6 +4,7 @@ such, significance and ties, guard metrics, cost, the manifest, and the HTML pag
 Chromium (skipped, with the reason, where none is installed)."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -494,3 +495,33 @@ def test_controls_are_generic_and_ce_continued_gets_its_own_column() -> None:
     without = analyse([r for r in records if r.reward != "ce_continued"], n_resamples=100)
     assert without.controls("sentiment") == ["constant_reward"]
     assert not any("ce_continued" in column for column in _board(without, "sentiment").columns)
+
+
+def _proxy_rising(record: Any, rise: float) -> Any:
+    """The record with twelve logged steps whose proxy reward climbs by `rise` per step."""
+    return dataclasses.replace(record, steps=[{"step": i, "epoch": 1, "rm_reward": rise * i, "reward": 0.3}
+                                              for i in range(1, 13)])
+
+
+@pytest.mark.parametrize("error, rise, flagged", [(0.5, 0.1, True), (0.05, 0.1, False), (0.5, -0.1, False)])
+def test_a_reward_that_rose_while_the_score_fell_is_flagged(error: float, rise: float, flagged: bool) -> None:
+    """rlhf optimises its reward model's proxy: flagged exactly when the proxy rose over training and
+    its test score ended below ce's, the checkpoint it started from."""
+    from harness.report.plots import evaluation_curves
+
+    runs = [completed("translation", "ce", s, 0.1) for s in (1, 2, 3)]
+    runs += [_proxy_rising(completed("translation", "rlhf", s, error, sampling=True, init_from="ce"), rise)
+             for s in (1, 2, 3)]
+    a = analyse(runs, n_resamples=200)
+    guards = a.guards.set_index("strategy")
+    assert guards.loc["rlhf", "reward_rise"] == pytest.approx(rise * (11 - 2))  # steps 10–12 minus steps 1–3
+    assert math.isnan(guards.loc["ce", "reward_rise"])
+    assert list(a.over_optimised["strategy"]) == (["rlhf"] if flagged else [])
+    assert any("rlhf" in n and "over-optimisation" in n for n in a.notes) == flagged
+    if flagged:
+        row = a.over_optimised.iloc[0]
+        assert row["term"] == "rm_reward" and row["metric_change"] < 0 and "vs ce" in row["against"]
+    evaluations = a.evaluations
+    assert set(evaluations["strategy"]) == {"rlhf"} and len(evaluations) == 9  # 3 seeds × 3 evaluations
+    assert (evaluations.groupby("epoch")["validation"].mean().diff().dropna() > 0).all()
+    assert evaluation_curves(a, "translation") is not None and evaluation_curves(a, "ner") is None

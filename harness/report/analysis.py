@@ -23,6 +23,7 @@ from harness.store import RunRecord
 from rewards.base import REWARDS
 from rewards.constant_reward import ConstantReward
 from tasks.base import get_task
+from tasks.metrics import mean_words
 
 BASELINE = "ce"
 ALPHA = 0.05
@@ -31,6 +32,11 @@ MIN_TEST_SEEDS = 2  # fewer on either side: no test, no star, no rank (nothing i
 CALIBRATION = ("ece", "nll", "brier")  # calibration test metrics of classification and tagging; lower is better
 REPETITION_N = 2  # repetition rate over word n-grams of this order (outputs are 10-30 words long)
 NOT_STATISTICS = ("prediction", "reference")  # the other keys of a test example are its statistics
+# Terms the sampling strategies log, shown per evaluation (curves) and at the final one (guards)
+SAMPLING_TERMS = {"reward": "reward (task metric of the samples)", "rm_reward": "proxy reward (reward model)",
+                  "kl": "KL to the reference (nats/output)", "entropy": "policy entropy (nats/token)",
+                  "sample_length": "sample length (tokens)", "clip_fraction": "clip fraction",
+                  "rm_heldout_accuracy": "reward model held-out accuracy"}
 
 
 def is_sampling(strategy: str) -> bool:
@@ -71,7 +77,10 @@ class Analysis:
     #                            df, p, p_holm, significant, testable, effect, seed_sd, p_run, lower_is_better
     overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, tasks_scored, wins, ties, losses, tasks_tested,
     #                        mean_effect, tasks_effect
-    guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, kl, entropy, ece, nll, brier
+    guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, *SAMPLING_TERMS (final evaluation),
+    #                       reward_rise, ece, nll, brier
+    evaluations: pd.DataFrame  # task, strategy, seed, epoch, validation, output_length, *SAMPLING_TERMS
+    over_optimised: pd.DataFrame  # task, strategy, term, reward_rise, metric, metric_change, against, significant
     cost: pd.DataFrame  # task, strategy, hardware, seconds, seconds_with_start, samples_per_second, delta, ...
     runs: pd.DataFrame  # one row per record: task, strategy, seed, status, hash, score, seconds, why
     groups: dict[tuple[str, str], list[RunRecord]]  # completed records per cell
@@ -129,8 +138,15 @@ def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) ->
     _check_cells(groups, notes)
     by_hash = {r.hash: r for r in records}
     test_means = _test_means(groups)
+    guards, evals = _guards(groups, test_means), evaluations(groups)
+    over_optimised = _over_optimised(guards, comparisons, evals, metrics, groups)
+    for o in over_optimised.itertuples():
+        notes.append(f"{o.task}/{o.strategy}: its optimised reward ({o.term}) rose by {o.reward_rise:+.3g} over training "
+                     f"while {o.metric} fell by {o.metric_change:+.2f} ({o.against}"
+                     f"{', significant' if o.significant else ''}): reward over-optimisation?")
     return Analysis(cells=cells, test_means=test_means, comparisons=comparisons,
-                    overall=_overall(cells, comparisons), guards=_guards(groups, test_means),
+                    overall=_overall(cells, comparisons), guards=guards, evaluations=evals,
+                    over_optimised=over_optimised,
                     cost=_cost(groups, cells, by_hash), runs=_runs(records, labels, metrics), groups=dict(groups),
                     metrics=metrics, n_resamples=n_resamples, seed=seed, calibrated=calibrated, notes=notes)
 
@@ -402,17 +418,49 @@ def repetition_rate(text: str, n: int = REPETITION_N) -> float:
 
 def run_guards(record: RunRecord) -> dict[str, float]:
     """Guard metrics of one run: for generated text, mean length in words, mean repetition rate and
-    the share of empty outputs; for sampling strategies, the KL to the starting model and the
-    policy entropy, the training means of the selected (tested) epoch."""
+    the share of empty outputs on the test set; for sampling strategies, the final evaluation's
+    training means of the sampling terms (KL to the reference, entropy, true and proxy reward, clip
+    fraction, reward-model accuracy) and how much the optimised reward rose over training."""
     guards = {"mean_length": math.nan, "repetition": math.nan, "empty_share": math.nan}
     predictions = [ex["prediction"] for ex in record.test_examples]
-    if predictions and all(isinstance(p, str) for p in predictions):
+    length = mean_words(predictions)
+    if length is not None:
         repetition = [r for r in map(repetition_rate, predictions) if not math.isnan(r)]
-        guards = {"mean_length": float(np.mean([len(p.split()) for p in predictions])),
-                  "repetition": float(np.mean(repetition)) if repetition else math.nan,
+        guards = {"mean_length": length, "repetition": float(np.mean(repetition)) if repetition else math.nan,
                   "empty_share": float(np.mean([not p.strip() for p in predictions]))}
-    train = record.history[record.best_epoch - 1]["train"] if record.history else {}
-    return {**guards, "kl": train.get("kl", math.nan), "entropy": train.get("entropy", math.nan)}
+    final = record.history[-1]["train"] if record.history else {}
+    return {**guards, **{term: final.get(term, math.nan) for term in SAMPLING_TERMS},
+            "reward_rise": reward_rise(record)}
+
+
+def optimised_reward(strategy: str) -> str:
+    """The logged term a strategy optimises ("reward" unless its class says otherwise, e.g. rlhf's proxy)."""
+    cls = REWARDS.get(strategy.split("[")[0])
+    return cls.optimised_reward if cls is not None else "reward"
+
+
+def reward_rise(record: RunRecord) -> float:
+    """Mean optimised reward over the last quarter of the logged training steps minus the first
+    quarter's; NaN with fewer than eight logged steps (two per quarter) or none logging it."""
+    term = optimised_reward(record.reward)
+    values = [s[term] for s in record.steps if term in s]
+    quarter = len(values) // 4
+    if quarter < 2:
+        return math.nan
+    return float(np.mean(values[-quarter:]) - np.mean(values[:quarter]))
+
+
+def evaluations(groups: dict[tuple[str, str], list[RunRecord]]) -> pd.DataFrame:
+    """One row per evaluation of every sampling run: the validation score and output length, and the
+    means of the sampling terms over the training steps since the previous evaluation."""
+    rows = [{"task": task, "strategy": strategy, "seed": r.seed, "epoch": h["epoch"],
+             "validation": h["validation"].get(r.main_metric, math.nan),
+             "output_length": h.get("validation_length") or math.nan,
+             **{term: h["train"].get(term, math.nan) for term in SAMPLING_TERMS}}
+            for (task, strategy), runs in sorted(groups.items()) if is_sampling(strategy)
+            for r in runs for h in r.history]
+    return pd.DataFrame(rows, columns=["task", "strategy", "seed", "epoch", "validation", "output_length",
+                                       *SAMPLING_TERMS])
 
 
 def _guards(groups: dict[tuple[str, str], list[RunRecord]], test_means: pd.DataFrame) -> pd.DataFrame:
@@ -422,8 +470,32 @@ def _guards(groups: dict[tuple[str, str], list[RunRecord]], test_means: pd.DataF
     rows = [{"task": task, "strategy": strategy, **pd.DataFrame([run_guards(r) for r in runs]).mean().to_dict(),
              **{m: means.get((task, strategy, m), math.nan) for m in CALIBRATION}}
             for (task, strategy), runs in sorted(groups.items())]
-    return pd.DataFrame(rows, columns=["task", "strategy", "mean_length", "repetition", "empty_share", "kl", "entropy",
-                                       *CALIBRATION])
+    return pd.DataFrame(rows, columns=["task", "strategy", "mean_length", "repetition", "empty_share",
+                                       *SAMPLING_TERMS, "reward_rise", *CALIBRATION])
+
+
+def _over_optimised(guards: pd.DataFrame, comparisons: pd.DataFrame, evals: pd.DataFrame, metrics: dict[str, str],
+                    groups: dict[tuple[str, str], list[RunRecord]]) -> pd.DataFrame:
+    """Sampling cells whose optimised reward rose over training while the score fell: the test
+    metric below `ce`'s (the checkpoint they started from; seed-aware Δ) or, for a cell not started
+    from a checkpoint, the validation score at its last evaluation below its first (means over seeds)."""
+    vs_ce = comparisons[comparisons["main"] & (comparisons["baseline"] == BASELINE)].set_index(["task", "strategy"])
+    rows = []
+    for g in guards[guards["reward_rise"] > 0].itertuples():
+        if (g.task, g.strategy) in vs_ce.index and started_from_checkpoint(groups[(g.task, g.strategy)]):
+            c = vs_ce.loc[(g.task, g.strategy)]
+            fall, against, significant = c["delta"], "test vs ce (its start)", bool(c["significant"])
+        else:
+            e = evals[(evals["task"] == g.task) & (evals["strategy"] == g.strategy)].groupby("epoch")["validation"].mean()
+            if len(e) < 2:
+                continue
+            fall, against, significant = e.iloc[-1] - e.iloc[0], "validation, last vs first evaluation", False
+        if fall < 0:
+            rows.append({"task": g.task, "strategy": g.strategy, "term": optimised_reward(g.strategy),
+                         "reward_rise": g.reward_rise, "metric": metrics[g.task], "metric_change": fall,
+                         "against": against, "significant": significant})
+    return pd.DataFrame(rows, columns=["task", "strategy", "term", "reward_rise", "metric", "metric_change", "against",
+                                       "significant"])
 
 
 def hardware(record: RunRecord) -> str:

@@ -1,7 +1,9 @@
 """The report's figures (matplotlib, Agg backend: no display needed).
 
 Per task: bars of the main test metric with 95% t-intervals over seeds, validation learning
-curves, and reward/KL curves of the sampling strategies; across tasks: quality against cost.
+curves, reward/KL curves of the sampling strategies per logged step, and their terms per
+evaluation (validation score, true and proxy reward, KL, entropy, lengths, clip fraction, reward
+model accuracy: over-optimisation shows as reward rising while the score falls); across tasks: quality against cost.
 Refused and failed cells are labelled as such on the bar chart, never drawn as a zero bar.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from harness.report.analysis import BASELINE, CONTROL_NAMES, Analysis  # noqa: E402
+from harness.report.analysis import BASELINE, CONTROL_NAMES, SAMPLING_TERMS, Analysis  # noqa: E402
 
 _COLOURS = {BASELINE: "#444444", **dict(zip(CONTROL_NAMES, ("#bbbbbb", "#888888", "#dddddd")))}
 _PALETTE = matplotlib.colormaps["tab20"]
@@ -114,6 +116,45 @@ def sampling_curves(a: Analysis, task: str) -> Figure | None:
     return fig
 
 
+_EVALUATION_PANELS = {"validation": "validation score", "output_length": "validation output length (words)",
+                      **SAMPLING_TERMS}
+
+
+def evaluation_curves(a: Analysis, task: str) -> Figure | None:
+    """The sampling strategies' terms per evaluation (means over seeds), one panel per term that some
+    strategy logged at two evaluations or more; None when there is no such term."""
+    rows = a.evaluations[a.evaluations["task"] == task]
+    means = rows.groupby(["strategy", "epoch"]).mean(numeric_only=True)
+    panels = [term for term in _EVALUATION_PANELS
+              if (means[term].notna().groupby(level="strategy").sum() >= 2).any()] if len(means) else []
+    if not panels:
+        return None
+    columns = min(4, len(panels))
+    lines = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(3.1 * columns + 1.6, 2.8 * lines), squeeze=False)
+    for ax, term in zip(axes.flat, panels):
+        for name in ordered_present(a, task, means):
+            series = means.loc[name, term].dropna()
+            if len(series) >= 2:
+                ax.plot(series.index, series.values, marker="o", label=name, **_line_style(a, name))
+        ax.set_title(_EVALUATION_PANELS[term], fontsize=8)
+        ax.set_xlabel("evaluation (epoch)", fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"{task}: sampling strategies per evaluation (means over seeds)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def ordered_present(a: Analysis, task: str, means: Any) -> list[str]:
+    """The task's strategies in report order that have rows in `means` (indexed by strategy, epoch)."""
+    present = set(means.index.get_level_values("strategy"))
+    return [name for name in a.strategies(task) if name in present]
+
+
 def cost_chart(a: Analysis) -> Figure:
     """Main test metric against device-hours per run (with the checkpoint it started from)."""
     tasks = a.tasks
@@ -138,7 +179,8 @@ def save_figures(a: Analysis, folder: Path) -> dict[str, Path]:
     for task in a.tasks:
         makers += [(f"bars_{task}", lambda t=task: bar_chart(a, t)),
                    (f"curves_{task}", lambda t=task: learning_curves(a, t)),
-                   (f"sampling_{task}", lambda t=task: sampling_curves(a, t))]
+                   (f"sampling_{task}", lambda t=task: sampling_curves(a, t)),
+                   (f"evaluations_{task}", lambda t=task: evaluation_curves(a, t))]
     if len(a.cost):
         makers.append(("cost", lambda: cost_chart(a)))
     paths = {}

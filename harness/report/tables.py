@@ -29,10 +29,16 @@ NO_TEST = "no test (1 seed)"
 _GUARD_COLUMNS = {"mean_length": "length", "repetition": f"rep-{REPETITION_N}", "empty_share": "empty %",
                   "kl": "KL", "entropy": "entropy"}
 _CALIBRATION_COLUMNS = {"ece": "ECE", "nll": "NLL", "brier": "Brier"}
+# The guards table's further columns for sampling strategies (final evaluation; reward rise over training)
+_SAMPLING_COLUMNS = {"reward": "reward", "rm_reward": "proxy reward", "clip_fraction": "clip %",
+                     "rm_heldout_accuracy": "RM acc %", "reward_rise": "reward rise"}
 RANK_RULE = ("Ranks follow the means, and a strategy shares the rank of the one above it unless it is significantly "
              "below a strategy holding that rank (pairs with ce or a control by the p-values shown, all other pairs "
              "by the same seed-aware test Holm-adjusted over them), so strategies sharing a rank never differ "
              f"significantly; cells with fewer than {MIN_TEST_SEEDS} seeds are not ranked.")
+GUARDS_LEGEND = ("Sampling terms (KL, entropy, reward, proxy reward, clip %, RM acc %) are the training means "
+                 "before the final evaluation; reward rise: the optimised reward's mean over the last quarter of "
+                 "the logged steps minus the first quarter's; ⚠ where it rose while the score fell (methods).")
 CALIBRATION_LEGEND = ("ECE (×100), NLL (nats) and Brier per scored prediction: lower is better; in brackets the "
                       "difference to ce, * where significant.")
 
@@ -129,9 +135,11 @@ def summary_table(a: Analysis) -> Table:
 
 
 def _guard(key: str, value: float) -> str:
-    """A guard metric as shown: the empty share in percent, repetition with three decimals."""
-    if key == "empty_share":
+    """A guard metric as shown: shares in percent, repetition and rewards with three decimals."""
+    if key in ("empty_share", "clip_fraction", "rm_heldout_accuracy"):
         return num(100 * value, 1)
+    if key in ("reward", "rm_reward", "reward_rise"):
+        return num(value, 3, signed=key == "reward_rise")
     return num(value, 3 if key == "repetition" else 2)
 
 
@@ -260,13 +268,17 @@ def guards_table(a: Analysis) -> Table:
     keep = a.guards[list(_GUARD_COLUMNS)].notna().any(axis=1) | a.guards["task"].isin(a.calibrated)
     guards = a.guards[keep]
     display = pd.DataFrame({"task": guards["task"], "strategy": guards["strategy"]})
-    for key, label in _GUARD_COLUMNS.items():
+    for key, label in {**_GUARD_COLUMNS, **_SAMPLING_COLUMNS}.items():
         display[label] = [_guard(key, v) for v in guards[key]]
+    flagged = set(zip(a.over_optimised["task"], a.over_optimised["strategy"]))
+    display["over-optimised?"] = ["⚠ reward ↑, score ↓" if key in flagged else MISSING
+                                  for key in zip(guards["task"], guards["strategy"])]
     for key, label in _CALIBRATION_COLUMNS.items():
         display[label] = [_calibration(a, t, s, key, v) for t, s, v in zip(guards["task"], guards["strategy"], guards[key])]
     calibrated = tuple(_CALIBRATION_COLUMNS.values()) if a.calibrated else ()
+    legend = " ".join(filter(None, (GUARDS_LEGEND, CALIBRATION_LEGEND if a.calibrated else "")))
     return Table("guards", "Guard metrics and calibration (means over seeds)", _drop_empty(display, always=calibrated),
-                 guards, legend=CALIBRATION_LEGEND if a.calibrated else "")
+                 guards, legend=legend)
 
 
 def cost_table(a: Analysis) -> Table:
@@ -359,7 +371,15 @@ def methods(a: Analysis) -> list[str]:
         "was stored show — and a warning says how many.",
         f"Guards: for generated text, mean length in words, rep-{REPETITION_N} (share of an output's word "
         f"{REPETITION_N}-grams repeating an earlier one) and the share of empty outputs; for sampling strategies, "
-        "KL to the starting model and policy entropy, training means of the selected epoch.",
+        "the training means over the steps before the final evaluation of KL to the reference (k3 estimator, "
+        "nats per output), policy entropy, the reward of the samples (the task metric, or the simulated "
+        "annotator's), the reward model's proxy reward, the PPO clip fraction and the reward model's held-out "
+        "preference accuracy; the same terms per evaluation are the sampling curves. 'Reward rise' is the "
+        "optimised reward (rlhf: the proxy) over the last quarter of the logged training steps minus the first "
+        "quarter; a cell is flagged (⚠, and in the notes) when it rose while the score fell: for a strategy "
+        "started from the ce checkpoint, the test mean below ce's (the Δ of the leaderboard, significant or "
+        "not); otherwise the mean validation score at the last evaluation below the first (Gao, Schulman & "
+        "Hilton 2023, Scaling Laws for Reward Model Overoptimization, ICML).",
         "Cost: device-seconds per run from start to record (plus the ce run whose checkpoint a strategy starts "
         "from), training samples/s; 'Δ per extra device-hour' divides the gain over ce by the time spent beyond ce.",
         *strategy_methods(a),

@@ -247,6 +247,7 @@ def summary(report: Report) -> dict[str, Any]:
             "cells": _records(a.cells), "overall": _records(a.overall),
             "leaderboards": {task: _records(report.table(f"leaderboard_{task}").data) for task in a.tasks},
             "comparisons": _records(a.comparisons), "guards": _records(a.guards), "cost": _records(a.cost),
+            "evaluations": _records(a.evaluations), "over_optimised": _records(a.over_optimised),
             "runs": _records(a.runs), "not_completed": _records(report.table("not_completed").data),
             "notes": a.notes, "methods": report.methods, "manifest": report.manifest}
 
@@ -286,8 +287,8 @@ def _html_page(report: Report, figures: dict[str, Path]) -> str:
     parts += ["<h2>Overall</h2>", section("overall"), section("summary")]
     for task in a.tasks:
         parts += [f"<h2>{html.text(task)}</h2>", section(f"leaderboard_{task}")]
-        parts += [html.image(figures[name], name) for name in (f"bars_{task}", f"curves_{task}", f"sampling_{task}")
-                  if name in figures]
+        parts += [html.image(figures[name], name) for name in (f"bars_{task}", f"curves_{task}", f"sampling_{task}",
+                                                               f"evaluations_{task}") if name in figures]
     parts += ["<h2>Guard metrics</h2>", section("guards"), "<h2>Cost</h2>", section("cost")]
     if "cost" in figures:
         parts.append(html.image(figures["cost"], "cost"))

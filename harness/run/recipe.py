@@ -33,7 +33,7 @@ from kinds.base import forward
 from rewards.base import REWARDS, RewardStrategy, StepContext, build_reward
 from tasks.base import MetricResult, Task, get_task
 from tasks.formats import DataFormatError
-from tasks.metrics import calibration_aggregate
+from tasks.metrics import calibration_aggregate, mean_words
 
 SPLITS = ("train", "validation", "test")
 
@@ -303,10 +303,12 @@ def evaluate(kind: ModelKind, task: Task, model: torch.nn.Module, batches: Batch
     return predictions, references, None if None in calibration else calibration
 
 
-def validate(setup: Setup, progress: bool = True) -> dict[str, float]:
+def validate(setup: Setup, progress: bool = True) -> tuple[dict[str, float], float | None]:
+    """The task's scores on the validation split, and the generated outputs' mean length in words
+    (None for labels and tags): the report's per-evaluation length curve."""
     preds, refs, _ = evaluate(setup.kind, setup.task, setup.model, setup.data["validation"], setup.tokenizer,
                               setup.device, setup.generation, "validation", progress)
-    return setup.task.score(preds, refs).corpus
+    return setup.task.score(preds, refs).corpus, mean_words(preds)
 
 
 def test(setup: Setup, progress: bool = True) -> tuple[list[Any], list[Any], MetricResult, float]:
@@ -346,9 +348,9 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     for epoch in range(1, cfg.settings.epochs + 1):
         means = train_epoch(setup, epoch, state, progress)
         seconds, samples = means.pop("_seconds"), means.pop("_samples")
-        val_scores = validate(setup, progress)
-        history.append({"epoch": epoch, "train": means, "validation": val_scores, "train_seconds": seconds,
-                        "samples_per_second": samples / seconds if seconds else None})
+        val_scores, val_length = validate(setup, progress)
+        history.append({"epoch": epoch, "train": means, "validation": val_scores, "validation_length": val_length,
+                        "train_seconds": seconds, "samples_per_second": samples / seconds if seconds else None})
         if progress:
             tqdm.write(f"{cfg.task}/{cfg.reward} seed {cfg.seed} epoch {epoch}: loss {means['loss']:.4f}  "
                        f"val {main} {val_scores[main]:.2f}  {samples / seconds:.0f} samples/s")
