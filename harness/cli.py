@@ -113,11 +113,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     _include(args)
     overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                                    "lr": args.lr, "max_train": args.max_train, "max_eval": args.max_eval,
-                                   "compile": args.compile or None}.items() if v is not None}
+                                   "compile": args.compile or None, "precision": args.precision}.items()
+                 if v is not None}
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
-    bench.main(args.task, overrides, data_dir, args.peak_tflops, args.repeats, Path(args.json) if args.json else None)
+    seeds = tuple(int(s) for s in _names(args.seeds) or ["1"])
+    bench.main(args.task, overrides, data_dir, args.peak_tflops, args.repeats, Path(args.json) if args.json else None,
+               seeds)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -200,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
                        ("--lr", float)):
         bench.add_argument(name, type=convert, help="default: the `default` preset's setting for the task")
     bench.add_argument("--compile", action="store_true", help="torch.compile the harness's training forward")
+    bench.add_argument("--precision", choices=("bf16", "fp32"),
+                       help="the harness's autocast (default: bf16 on a GPU, fp32 on a CPU)")
+    bench.add_argument("--seeds", action="append",
+                       help="seeds, comma-separated or repeated (default 1): quality as mean and SD over them")
     bench.add_argument("--data-dir", help="local data folder (default $HARNESS_DATA_DIR; unset: the Hub)")
     bench.add_argument("--peak-tflops", type=float,
                        help="the device's peak, for the fraction of it reached (default 989: H100 bf16 dense)")

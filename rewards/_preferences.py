@@ -141,7 +141,7 @@ def build_preferences(ctx: StepContext, annotator: Annotator, inputs: int, heldo
     scores, feats = [], []
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), torch.no_grad(), \
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=ctx.bf16):
         torch.manual_seed(ctx.seed)
         for start in range(0, count, train.batch_size):
             chunk = [train.rows[i] for i in order[start:start + train.batch_size]]

@@ -65,6 +65,7 @@ class StepContext:
     # kind, task and padding `collate` needs), for run-level data built in `start` (preference sets).
     train: Any = None
     seed: int = 0  # the run's seed, for run-level data that must not depend on what ran before
+    bf16: bool = False  # the run computes under bf16 autocast (its `precision`), also in `start`
 
 
 @dataclass

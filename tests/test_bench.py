@@ -30,26 +30,51 @@ def no_network(monkeypatch):
 def test_bench_compares_trainer_and_harness_offline(task, model, tmp_path, data_dir, capsys, no_network):
     out = tmp_path / "bench.json"
     main(["bench", "--task", task, "--model", model, "--max-train", "32", "--max-eval", "8", "--epochs", "1",
-          "--batch-size", "16", "--data-dir", str(data_dir), "--json", str(out)])
+          "--batch-size", "16", "--data-dir", str(data_dir), "--json", str(out), "--seeds", "1,2"])
     printed = capsys.readouterr().out
-    for row in ("Trainer", "harness", "ratio harness/Trainer", "FLOPs per epoch"):
+    for row in ("Trainer (random)", "Trainer (group_by_length)", "harness", "harness ÷ Trainer (random)",
+                "(best)", "FLOPs per epoch", "seeds [1, 2]"):
         assert row in printed
     result = json.loads(out.read_text())
     assert result["command"].startswith(f"python -m harness bench --task {task} --model {model}")
+    assert result["command"].endswith("--seeds 1,2")
     assert result["date"] and result["versions"]["transformers"] and result["device_name"]
-    trainer, harness = result["systems"]["trainer"], result["systems"]["harness"]
-    for figures in (trainer, harness):
+    names = [t["name"] for t in result["trainer_configs"]]
+    assert names[:2] == ["trainer", "trainer_grouped"] and result["best_trainer"] in names
+    assert ("trainer_grouped_bf16" in names) == result["cpu_bf16"]  # bf16 offered where the CPU has it
+    harness = result["systems"]["harness"]
+    for name in ("harness", *names):
+        figures = result["systems"][name]
         assert figures["train_samples"] == 32 and figures["train_samples_per_second"] > 0
         assert figures["wall_seconds"] >= figures["train_seconds"] > 0
         assert figures["peak_gpu_memory_bytes"] is None  # CPU
-        assert 0 <= figures["test_metric"] <= 100
+        assert len(figures["test_metric_per_seed"]) == 2 and figures["test_metric_sd"] is not None
+        assert figures["test_metric"] == pytest.approx(sum(figures["test_metric_per_seed"]) / 2)
         assert figures["flops_per_second"] == pytest.approx(result["floor"]["flops_per_epoch"] / figures["train_seconds"])
-    ratio = result["ratio_harness_to_trainer"]
-    assert ratio["train_samples_per_second"] == pytest.approx(
-        harness["train_samples_per_second"] / trainer["train_samples_per_second"])
+        assert sorted(result["measurements"][name]) == ["1", "2"]  # one measurement per seed (JSON keys)
+    for name in names:
+        trainer, ratio = result["systems"][name], result["ratio_harness_to"][name]
+        assert ratio["train_samples_per_second"] == pytest.approx(
+            harness["train_samples_per_second"] / trainer["train_samples_per_second"])
+        assert ratio["wall_speedup"] == pytest.approx(trainer["wall_seconds"] / harness["wall_seconds"])
+        assert ratio["quality_gap"] == pytest.approx(harness["test_metric"] - trainer["test_metric"])
+    assert result["ratio_harness_to_best_trainer"] == result["ratio_harness_to"][result["best_trainer"]]
     assert result["floor"]["tokens"] > 32
     assert len(result["floor"]["work"]) == (2 if task == "summarization" else 1)  # seq2seq: encoder and decoder
-    assert [len(result["measurements"][name]) for name in ("harness", "trainer")] == [1, 1]
+
+
+def test_the_grouped_trainer_batches_by_length(tmp_path, data_dir):
+    """The 'group_by_length' configuration really reaches the Trainer's sampler: its batches pad less."""
+    from transformers import Trainer, TrainingArguments
+
+    from harness.run.bench import trainer_configs
+
+    grouped = next(c for c in trainer_configs(torch.device("cpu")) if c.name == "trainer_grouped")
+    args = TrainingArguments(output_dir=str(tmp_path), train_sampling_strategy=grouped.sampling, use_cpu=True,
+                             per_device_train_batch_size=4, report_to="none")
+    rows = datasets.Dataset.from_dict({"input_ids": [[1] * n for n in (2, 40, 3, 39, 4, 38, 5, 37)]})
+    sampler = Trainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=rows)._get_train_sampler()
+    assert type(sampler).__name__ == "LengthGroupedSampler"
 
 
 def test_repeated_measurements_report_each_figures_median():

@@ -177,7 +177,7 @@ OTHER_SETTINGS = {"model": "tiny-bert", "epochs": 4, "lr": 1e-4, "batch_size": 1
                   "max_train": 100, "max_eval": 50, "num_beams": 4, "max_new_tokens": 32,
                   "length_penalty": 0.6, "no_repeat_ngram_size": 3, "log_every": 10,
                   "max_source_length": 64, "max_target_length": 32, "compile": True, "sample_length_factor": 1.5,
-                  "policy_dropout": False}
+                  "policy_dropout": False, "precision": "bf16"}
 
 
 def base_config(**changes) -> RunConfig:
@@ -275,3 +275,10 @@ def test_expand_bad_filters(tmp_path, kwargs, fragment):
     assert fragment in str(err.value)
     if "overrides" not in kwargs:
         assert str(path) in str(err.value)
+
+
+def test_a_loaded_machine_is_warned_about():
+    from harness.environment import load_warning
+
+    assert load_warning(load=0.4, cores=2) is None
+    assert "load average 1.9 on 2 cores" in load_warning(load=1.9, cores=2)

@@ -147,3 +147,26 @@ def test_pair_task_runs_through_the_recipe(tmp_path, pair_task):
     losses = [h["train"]["loss"] for h in record.history]
     assert losses[-1] < losses[0]
     assert record.test["accuracy"] > 60, "the label is in the second text: the model must see it"
+
+
+def test_bf16_precision_autocasts_on_the_cpu_and_is_recorded(tmp_path, data_dir):
+    """`precision: bf16` runs the forward passes (training, evaluation, sampling in `start`) under CPU
+    bf16 autocast with fp32 weights; unset, a CPU run stays fp32; the record says which."""
+    from harness.config import ConfigError
+    from harness.run.recipe import uses_bf16
+
+    assert uses_bf16(None, torch.device("cuda")) and not uses_bf16(None, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="precision 'fp16'"):
+        uses_bf16("fp16", torch.device("cpu"))
+    grid = write_grid(tmp_path / "g.yaml", ["sentiment"], batch_size=8, max_train=16, max_eval=8, epochs=1,
+                      precision="bf16")
+    (cfg,), source = configs(grid, data_dir)
+    setup = prepare(cfg, None, source, torch.device("cpu"))
+    assert setup.bf16 and setup.ctx.bf16
+    batch = next(setup.data["train"].iterate(torch.Generator().manual_seed(0)))
+    with setup.autocast:
+        logits = setup.kind.forward(setup.model, batch)
+    assert logits.dtype == torch.bfloat16 and next(setup.model.parameters()).dtype == torch.float32
+    record = run(cfg, Store(tmp_path / "s"), source, progress=False)
+    assert record.status == "completed" and record.environment["precision"] == "bf16"
+    assert "cpu_bf16" in record.environment and record.environment["threads"] >= 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import os
 import sys
 import time
 from collections import Counter
@@ -158,7 +159,7 @@ def run_session(plan: Plan, store: Store, source: DataSource, command: str, exec
     (command, grid, executor, jobs, runs, statuses, included code, environment, wall time, GPU
     utilisation); returns it. `jobs` None: as many as the GPU holds (`pool.default_jobs`).
     `includes`: resolved paths of code to import in every worker first (`harness.include.load`)."""
-    from harness.environment import environment
+    from harness.environment import environment, load_warning
     from harness.grid.monitor import DeviceMonitor
     from harness.grid.pool import default_jobs
     from harness.include import load
@@ -170,11 +171,15 @@ def run_session(plan: Plan, store: Store, source: DataSource, command: str, exec
         jobs = min(jobs or default_jobs(), len(runs))
     initializer = functools.partial(load, list(includes)) if includes else None
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if runs and (warning := load_warning()):
+        print(warning, file=sys.stderr)
+    load = os.getloadavg()[0]
     with DeviceMonitor() as monitor:
         statuses = run_grid(runs, store, source, jobs=jobs or 1, progress=progress, initializer=initializer,
                             executor=executor, address=address, gpus_per_run=gpus_per_run)
     session = {"started": started, "command": command, "grid": plan.grid.name, "executor": executor,
                "jobs": jobs, "runs": len(runs), "statuses": dict(statuses), "includes": list(includes),
+               "load_average_at_start": load,
                "environment": environment(), **monitor.summary()}
     store.save_session(session)
     return session

@@ -6,18 +6,22 @@ weights, epochs, batch size, learning rate, warm-up steps, weight decay and grad
 
   Trainer  TrainingArguments with bf16 on CUDA (fp32 on CPU), the task kind's standard collator
            (DataCollatorForTokenClassification / DataCollatorWithPadding / DataCollatorForSeq2Seq),
-           the default optimiser (AdamW) and linear schedule, random batches, no evaluation or
-           saving during training, nothing sent anywhere (report_to="none").
+           the default optimiser (AdamW) and linear schedule, no evaluation or saving during
+           training, nothing sent anywhere (report_to="none"), in the configurations a user would
+           pick (`trainer_configs`): its default random batches; `train_sampling_strategy=
+           "group_by_length"` (batches of similar length, one flag); and that with bf16 autocast
+           on a CPU with native bf16 instructions. The best of them is the one to beat.
   harness  `harness.run.recipe.run` with the `ce` strategy into a temporary store: validation after
            every epoch, selection of the best epoch and the checkpoint that other strategies start
            from are part of its wall time, as in every grid run; its training time excludes them.
 
 The test metric of each is the harness's own: `runner.evaluate` (same batching, same generation
 settings) scored by the task's scorer, so the comparison is about training alone. The harness runs
-first, so warm-up costs (CUDA libraries, kernel selection) fall on it, not on the Trainer. With
-`--repeats N` the pair runs N times in alternating order (harness first, then Trainer first, ...)
-and every figure is the median over the repeats (all are kept in the JSON): on a shared machine
-the load of other processes changes between measurements, so each records the load average.
+first, so warm-up costs (CUDA libraries, kernel selection) fall on it, not on the Trainer. Each
+seed (`--seeds`) trains every system from the same initial weights; quality is compared by the
+mean and the spread over seeds. With `--repeats N` the systems run N times per seed in rotated
+order and every figure is the median over the repeats (all are kept in the JSON): on a shared
+machine the load of other processes changes between measurements, so each records the load average.
 
 The floor: FLOPs per epoch by the standard estimate 6 · N · T (2 per weight and token forward, 4
 backward), N the parameters that multiply every token (linear layers, a tied output projection
@@ -46,7 +50,7 @@ import torch
 from tabulate import tabulate
 
 from harness.config import ConfigError, RunConfig, TrainSettings, load_grid, preset_path, settings_from
-from harness.environment import environment, package_version
+from harness.environment import cpu_has_bf16, environment, package_version
 from harness.run.data import DataSource
 from harness.run.recipe import Setup, prepare, run, test
 from harness.store import Store
@@ -75,9 +79,28 @@ def training_floor(setup: Setup) -> Floor:
     return Floor(tuple(setup.kind.work(setup.model, setup.tables["train"])))
 
 
-def run_trainer(cfg: RunConfig, source: DataSource, device: torch.device) -> dict[str, Any]:
-    """The standard Trainer recipe on the run's training rows and initial model (`prepare`, so the
-    same seed, weights and data as the harness), then the harness's test evaluation of its model."""
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """One way a user would configure the Trainer."""
+
+    name: str
+    sampling: str  # TrainingArguments.train_sampling_strategy: "random" (its default) or "group_by_length"
+    bf16: bool
+
+
+def trainer_configs(device: torch.device) -> list[TrainerConfig]:
+    """The Trainer's default and its faster configurations: length grouping, and bf16 where the
+    device computes it natively (always on CUDA; on a CPU with avx512_bf16 or AMX)."""
+    cuda = device.type == "cuda"
+    configs = [TrainerConfig("trainer", "random", cuda), TrainerConfig("trainer_grouped", "group_by_length", cuda)]
+    if not cuda and cpu_has_bf16():
+        configs.append(TrainerConfig("trainer_grouped_bf16", "group_by_length", True))
+    return configs
+
+
+def run_trainer(cfg: RunConfig, source: DataSource, device: torch.device, config: TrainerConfig) -> dict[str, Any]:
+    """The Trainer in `config` on the run's training rows and initial model (`prepare`, so the same
+    seed, weights and data as the harness), then the harness's test evaluation of its model."""
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
     s = cfg.settings
@@ -92,7 +115,8 @@ def run_trainer(cfg: RunConfig, source: DataSource, device: torch.device) -> dic
             output_dir=out, num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size,
             learning_rate=s.lr, weight_decay=s.weight_decay, max_grad_norm=s.max_grad_norm,
             lr_scheduler_type="linear", warmup_steps=int(s.warmup_ratio * steps),  # the harness's rounding
-            bf16=device.type == "cuda", use_cpu=device.type == "cpu", seed=cfg.seed, data_seed=cfg.seed,
+            bf16=config.bf16, use_cpu=device.type == "cpu", seed=cfg.seed, data_seed=cfg.seed,
+            train_sampling_strategy=config.sampling,
             eval_strategy="no", save_strategy="no", logging_steps=s.log_every, report_to="none",
             disable_tqdm=True)
         trainer = Trainer(model=model, args=args, train_dataset=setup.kind.trainer_rows(train_rows),
@@ -136,50 +160,81 @@ def median_figures(measurements: list[dict[str, Any]]) -> dict[str, Any]:
             for key in measurements[0]}
 
 
-def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seed: int = 1,
+def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: tuple[int, ...] = (1,),
           peak_tflops: float = H100_BF16_DENSE_TFLOPS, repeats: int = 1) -> dict[str, Any]:
-    """Runs both systems on the same slice; returns their figures, the floor and the ratios."""
+    """Runs the harness and each Trainer configuration on the same slice for every seed; returns
+    their figures (means over seeds of the per-seed medians), the floor and the ratios."""
     if package_version("accelerate") is None:  # the Trainer needs it; fail before minutes of harness training
         raise ConfigError("harness bench compares against the Hugging Face Trainer, which needs accelerate: "
                           "pip install -e '.[bench]' (scripts/setup.sh installs it)")
     task = get_task(task_name)
     base = load_grid(preset_path("default")).settings[task.name]  # the recipe's per-task settings
     settings: TrainSettings = settings_from("bench", overrides, base)
-    cfg = RunConfig(task=task.name, reward="ce", seed=seed, settings=settings, data=source.describe(task))
+    cfgs = [RunConfig(task=task.name, reward="ce", seed=seed, settings=settings, data=source.describe(task))
+            for seed in seeds]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model_name = settings.model or task.default_model
-    setup = prepare(cfg, None, source, device)
+    setup = prepare(cfgs[0], None, source, device)
     floor = training_floor(setup)
     train_rows, test_rows = len(setup.tables["train"]), len(setup.tables["test"])
     del setup
-    measure: dict[str, Callable[[], dict[str, Any]]] = {
-        "harness": lambda: run_harness(cfg, source, device),
-        "trainer": lambda: run_trainer(cfg, source, device)}
-    measurements: dict[str, list[dict[str, Any]]] = {"harness": [], "trainer": []}
-    for repeat in range(repeats):
-        for name in ("harness", "trainer") if repeat % 2 == 0 else ("trainer", "harness"):
-            measurements[name].append(measure[name]())
-            _release(device)
-    systems = {name: median_figures(runs) for name, runs in measurements.items()}
+    trainers = trainer_configs(device)
+    systems_run: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
+        "harness": lambda cfg: run_harness(cfg, source, device),
+        **{t.name: (lambda cfg, t=t: run_trainer(cfg, source, device, t)) for t in trainers}}
+    names = list(systems_run)
+    measurements: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in names}
+    for cfg in cfgs:
+        for repeat in range(repeats):
+            for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotated order
+                measurements[name].setdefault(cfg.seed, []).append(systems_run[name](cfg))
+                _release(device)
+    systems = {name: over_seeds([median_figures(runs) for runs in by_seed.values()])
+               for name, by_seed in measurements.items()}
     for figures in systems.values():
         epochs = figures["train_samples"] / train_rows
         figures["train_samples_per_second"] = figures["train_samples"] / figures["train_seconds"]
         figures["flops_per_second"] = floor.flops_per_epoch * epochs / figures["train_seconds"]
         figures["fraction_of_peak"] = figures["flops_per_second"] / (peak_tflops * 1e12)
-    ratio = {key: _ratio(systems["harness"][key], systems["trainer"][key]) for key in systems["harness"]
-             if key != "load_average"}
+    ratios = {t.name: ratios_to(systems["harness"], systems[t.name]) for t in trainers}
+    best = max((t.name for t in trainers), key=lambda n: systems[n]["train_samples_per_second"])
     env = environment()
     device_name = env["device"] if device.type == "cuda" else f"{_cpu_name()} ({os.cpu_count()} logical CPUs)"
     return {"task": task.name, "model": model_name, "device": device.type, "device_name": device_name,
-            "seed": seed, "settings": dataclasses.asdict(settings), "train_rows": train_rows,
+            "seeds": list(seeds), "settings": dataclasses.asdict(settings), "train_rows": train_rows,
             "test_rows": test_rows, "main_metric": task.main_metric,
+            "trainer_configs": [dataclasses.asdict(t) for t in trainers], "best_trainer": best,
+            "cpu_bf16": env["cpu_bf16"], "threads": torch.get_num_threads(),
             "floor": {**dataclasses.asdict(floor), "tokens": floor.tokens, "flops_per_epoch": floor.flops_per_epoch,
                       "peak_tflops": peak_tflops,
                       "seconds_per_epoch_at_peak": floor.flops_per_epoch / (peak_tflops * 1e12)},
-            "repeats": repeats, "systems": systems, "ratio_harness_to_trainer": ratio, "measurements": measurements,
+            "repeats": repeats, "systems": systems, "ratio_harness_to": ratios,
+            "ratio_harness_to_trainer": ratios["trainer"], "ratio_harness_to_best_trainer": ratios[best],
+            "measurements": measurements,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": {k: env[k] for k in ("harness", "git_commit", "python", "torch", "transformers", "datasets")}
                         | {"accelerate": package_version("accelerate"), "platform": platform.platform()}}
+
+
+def over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's mean over seeds, with the test metric's sample standard deviation over seeds
+    (`test_metric_sd`, None with one seed) and the per-seed test metrics."""
+    figures = {key: None if per_seed[0][key] is None else statistics.fmean(f[key] for f in per_seed)
+               for key in per_seed[0]}
+    scores = [f["test_metric"] for f in per_seed]
+    return {**figures, "test_metric_sd": statistics.stdev(scores) if len(scores) > 1 else None,
+            "test_metric_per_seed": scores}
+
+
+def ratios_to(harness: dict[str, Any], trainer: dict[str, Any]) -> dict[str, Any]:
+    """Harness ÷ Trainer for every figure (speed: above 1 is faster for rates, slower for seconds),
+    and the quality gap (harness − Trainer test metric) beside the larger of their seed SDs."""
+    ratio = {key: _ratio(harness[key], trainer[key]) for key in harness
+             if key not in ("load_average", "test_metric_sd", "test_metric_per_seed")}
+    spreads = [sd for sd in (harness["test_metric_sd"], trainer["test_metric_sd"]) if sd is not None]
+    return {**ratio, "wall_speedup": _ratio(trainer["wall_seconds"], harness["wall_seconds"]),
+            "quality_gap": harness["test_metric"] - trainer["test_metric"],
+            "seed_sd": max(spreads) if spreads else None}
 
 
 def _cpu_name() -> str:
@@ -198,47 +253,59 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 
 def table(result: dict[str, Any]) -> str:
-    """The comparison as a plain-text table, one row per system and one of ratios."""
+    """The comparison as a plain-text table: one row per system (means over seeds), then the
+    harness's ratio to each Trainer configuration (rates: above 1 is faster; wall speed-up: the
+    Trainer's wall time over the harness's) with the quality gap beside the seed SD."""
     mib = 2 ** 20
     columns = [("train samples/s", "train_samples_per_second", 1), ("train s", "train_seconds", 1),
                ("wall s", "wall_seconds", 1), ("peak GPU MiB", "peak_gpu_memory_bytes", mib),
-               (f"test {result['main_metric']}", "test_metric", 1), ("TFLOP/s", "flops_per_second", 1e12),
-               ("% of peak", "fraction_of_peak", 0.01), ("load avg", "load_average", 1)]
+               (f"test {result['main_metric']}", "test_metric", 1), ("seed SD", "test_metric_sd", 1),
+               ("TFLOP/s", "flops_per_second", 1e12), ("% of peak", "fraction_of_peak", 0.01),
+               ("load avg", "load_average", 1)]
 
-    def cells(figures: dict[str, Any], scale: bool) -> list[Any]:
-        return [None if figures.get(key) is None else figures[key] / (unit if scale else 1) for _, key, unit in columns]
+    def cells(figures: dict[str, Any]) -> list[Any]:
+        return [None if figures.get(key) is None else figures[key] / unit for _, key, unit in columns]
 
-    rows = [["Trainer", *cells(result["systems"]["trainer"], True)],
-            ["harness", *cells(result["systems"]["harness"], True)],
-            ["ratio harness/Trainer", *cells(result["ratio_harness_to_trainer"], False)]]
+    labels = {t["name"]: f"Trainer ({t['sampling']}{', bf16' if t['bf16'] else ''})" for t in result["trainer_configs"]}
+    rows = [[label, *cells(result["systems"][name])] for name, label in labels.items()]
+    rows.append(["harness", *cells(result["systems"]["harness"])])
+    ratio_rows = [[f"harness ÷ {label}{' (best)' if name == result['best_trainer'] else ''}",
+                   r["train_samples_per_second"], r["wall_speedup"], r["quality_gap"], r["seed_sd"]]
+                  for name, label in labels.items() for r in [result["ratio_harness_to"][name]]]
     floor = result["floor"]
     head_lines = (f"{result['task']} · {result['model']} · {result['train_rows']} training rows × "
                   f"{result['settings']['epochs']} epoch(s), batch {result['settings']['batch_size']}, "
-                  f"{result['test_rows']} test rows · {result['device_name']}\n"
+                  f"{result['test_rows']} test rows · seeds {result['seeds']} · {result['device_name']}, "
+                  f"{result['threads']} threads\n"
                   f"floor: {floor['flops_per_epoch']:.3e} FLOPs per epoch (6·N·T; {floor['tokens']} tokens) = "
                   f"{floor['seconds_per_epoch_at_peak']:.2e} s at "
                   f"{floor['peak_tflops']:g} TFLOP/s")
-    return head_lines + "\n" + tabulate(rows, headers=["", *(name for name, _, _ in columns)], floatfmt=".4g",
-                                        missingval="None")
+    return (head_lines + "\n" + tabulate(rows, headers=["", *(name for name, _, _ in columns)], floatfmt=".4g",
+                                         missingval="—")
+            + "\n\n" + tabulate(ratio_rows, headers=["", "samples/s ratio", "wall speed-up",
+                                                      f"Δ test {result['main_metric']}", "seed SD"],
+                                 floatfmt=".3g", missingval="—"))
 
 
 def command_line(task: str, overrides: dict[str, Any], data_dir: Path | None, peak_tflops: float,
-                 repeats: int) -> str:
+                 repeats: int, seeds: tuple[int, ...]) -> str:
     """The command that reproduces a result, with every setting spelled out."""
     words = ["python", "-m", "harness", "bench", "--task", task]
     for key, value in overrides.items():
         words += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
     if data_dir is not None:
         words += ["--data-dir", str(data_dir)]
-    return shlex.join(words + ["--peak-tflops", f"{peak_tflops:g}", "--repeats", str(repeats)])
+    return shlex.join(words + ["--peak-tflops", f"{peak_tflops:g}", "--repeats", str(repeats),
+                               "--seeds", ",".join(map(str, seeds))])
 
 
 def main(task: str, overrides: dict[str, Any], data_dir: Path | None, peak_tflops: float | None, repeats: int,
-         json_path: Path | None) -> dict[str, Any]:
+         json_path: Path | None, seeds: tuple[int, ...] = (1,)) -> dict[str, Any]:
     """The `bench` command: runs, prints the table, optionally writes the figures as JSON."""
     peak_tflops = peak_tflops or H100_BF16_DENSE_TFLOPS
-    result = {"command": command_line(task, overrides, data_dir, peak_tflops, repeats),
-              **bench(task, overrides, DataSource(data_dir=data_dir), peak_tflops=peak_tflops, repeats=repeats)}
+    result = {"command": command_line(task, overrides, data_dir, peak_tflops, repeats, seeds),
+              **bench(task, overrides, DataSource(data_dir=data_dir), seeds=seeds, peak_tflops=peak_tflops,
+                      repeats=repeats)}
     print(table(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1))

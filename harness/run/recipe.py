@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from harness.config import RunConfig
+from harness.config import ConfigError, RunConfig
 from harness.environment import environment
 from harness.run.data import Batches, DataSource, head, load_split
 from harness.run.models import load_model, load_tokenizer, model_kind
@@ -120,11 +120,24 @@ class Setup:
     init_from: str | None
     grad_accum: int = 1
     dropout: bool = True  # dropout on in the model while it trains (`policy_dropout`, resolved)
+    bf16: bool = False  # bf16 autocast (`precision`, resolved by `uses_bf16`)
     started: float = field(default_factory=time.time)
 
     @property
     def autocast(self) -> torch.autocast:
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        return autocast(self.device, self.bf16)
+
+
+def uses_bf16(precision: str | None, device: torch.device) -> bool:
+    """The run's `precision` setting resolved: as set, else bf16 on a GPU and fp32 on a CPU."""
+    if precision not in (None, "bf16", "fp32"):
+        raise ConfigError(f"precision {precision!r}: use bf16, fp32, or leave it unset (bf16 on a GPU, fp32 on a CPU)")
+    return device.type == "cuda" if precision is None else precision == "bf16"
+
+
+def autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    """bf16 autocast on the run's device (CUDA or CPU) when `bf16`, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: torch.device,
@@ -147,6 +160,7 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     state = store.load_checkpoint(parent.run_hash()) if parent is not None and store is not None else None
     if parent is not None and state is None:
         raise missing_parent(cfg, parent, store)
+    bf16 = uses_bf16(s.precision, device)
     seed_everything(cfg.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -172,12 +186,12 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     # batch (`updates`) follows the same schedule, batch by batch, as ce and ce_continued.
     optimizer, scheduler = _optimiser(model, cfg, len(data["train"]) * s.epochs)
     ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=0, total_steps=total_steps, forward=forward,
-                      policy=policy, reference=reference, kind=kind, train=data["train"], seed=cfg.seed)
+                      policy=policy, reference=reference, kind=kind, train=data["train"], seed=cfg.seed, bf16=bf16)
     trained = torch.compile(model, dynamic=True) if s.compile else model
     dropout = strategy.policy_dropout if s.policy_dropout is None else s.policy_dropout
     return Setup(cfg=cfg, task=task, kind=kind, strategy=strategy, model=model, tokenizer=tokenizer, device=device,
                  data=data, tables=tables, generation=generation, ctx=ctx, trained=trained, optimizer=optimizer, scheduler=scheduler,
-                 init_from=init_from, grad_accum=grad_accum, started=started, dropout=dropout)
+                 init_from=init_from, grad_accum=grad_accum, started=started, dropout=dropout, bf16=bf16)
 
 
 def _optimiser(model: torch.nn.Module, cfg: RunConfig, batches: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -284,14 +298,14 @@ def _check_finite(sums: dict[str, torch.Tensor], terms: dict[str, torch.Tensor],
 
 def evaluate(kind: ModelKind, task: Task, model: torch.nn.Module, batches: Batches, tokenizer: Any,
              device: torch.device, generation: dict[str, Any], desc: str,
-             progress: bool = True) -> tuple[list[Any], list[Any], list[dict[str, Any]] | None]:
+             progress: bool = True, bf16: bool = False) -> tuple[list[Any], list[Any], list[dict[str, Any]] | None]:
     """Predictions, references and (where the kind has them) calibration statistics for every row
     of a split, in the split's order."""
     model.eval()
     predictions: list[Any] = [None] * len(batches.rows)
     references: list[Any] = [None] * len(batches.rows)
     calibration: list[Any] = [None] * len(batches.rows)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(device, bf16):
         for batch in tqdm(batches.iterate(), total=len(batches), desc=desc, leave=False, mininterval=2,
                           disable=not progress):
             batch = to_device(batch, device)
@@ -307,7 +321,7 @@ def validate(setup: Setup, progress: bool = True) -> tuple[dict[str, float], flo
     """The task's scores on the validation split, and the generated outputs' mean length in words
     (None for labels and tags): the report's per-evaluation length curve."""
     preds, refs, _ = evaluate(setup.kind, setup.task, setup.model, setup.data["validation"], setup.tokenizer,
-                              setup.device, setup.generation, "validation", progress)
+                              setup.device, setup.generation, "validation", progress, bf16=setup.bf16)
     return setup.task.score(preds, refs).corpus, mean_words(preds)
 
 
@@ -316,7 +330,7 @@ def test(setup: Setup, progress: bool = True) -> tuple[list[Any], list[Any], Met
     probabilities) and the seconds it took, on the test split."""
     started = time.time()
     preds, refs, calibration = evaluate(setup.kind, setup.task, setup.model, setup.data["test"], setup.tokenizer,
-                                        setup.device, setup.generation, "test", progress)
+                                        setup.device, setup.generation, "test", progress, bf16=setup.bf16)
     result = setup.task.score(preds, refs)
     if calibration is not None:
         per_example = [{**stats, **extra} for stats, extra in zip(result.per_example, calibration)]
@@ -384,7 +398,7 @@ def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], 
                 "test_eval_seconds": eval_seconds,
                 "train_samples_per_second": state.samples / state.seconds if state.seconds else None,
                 "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
-        environment=environment(), oom_retry=oom_retry or None,
+        environment={**environment(), "precision": "bf16" if setup.bf16 else "fp32"}, oom_retry=oom_retry or None,
         model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None, policy_dropout=setup.dropout)
 
 
