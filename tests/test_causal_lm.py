@@ -114,6 +114,7 @@ def test_every_family_runs_end_to_end_on_a_decoder_only_model(tmp_path, data_dir
     scst = next(r for r in records if r["config"]["reward"] == "scst" and r["config"]["task"] == "translation")
     assert scst["init_from"] is not None, "sampling strategies start from the ce run of the decoder-only model"
     assert all(isinstance(e["prediction"], str) for r in records for e in r["test_examples"])
+    assert all(r["history"][0]["validation_length"] >= 0 for r in records)  # the length curve's points
 
 
 @pytest.mark.parametrize("name", ["grpo", "rloo"])

@@ -65,6 +65,12 @@ def test_strategies_started_from_ce_get_the_controls_schedule_epochs_and_data_or
         assert records[name].config["settings"] == records[CONTINUED_CONTROL].config["settings"], name
         assert steps[name] == control, name
         assert len(records[name].history) == len(records[CONTINUED_CONTROL].history) == 2, name
+        assert records[name].history[0]["validation_length"] is None  # labels have no output length
+    # rlhf and dpo build their preference set (and rlhf its reward model) once, in `start`: timed apart
+    # from the epochs, whose time the per-epoch cost compares with ce's
+    timing = {name: records[name].timing for name in FROM_CE}
+    assert timing["rlhf"]["start_seconds"] > 0 and timing["dpo"]["start_seconds"] > 0
+    assert all(t["start_seconds"] + t["train_seconds"] <= t["total_seconds"] for t in timing.values())
 
 
 def _after_ce(tmp_path, data_dir, task: str, strategies) -> tuple:

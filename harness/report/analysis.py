@@ -508,7 +508,8 @@ def _cost(groups: dict[tuple[str, str], list[RunRecord]], cells: pd.DataFrame,
           by_hash: dict[str, RunRecord]) -> pd.DataFrame:
     """Device seconds per run (the whole run: set-up, training, evaluation), with the run it
     started from (`init_from`, the ce checkpoint) added, training samples/s, training seconds per
-    epoch and their ratio to `ce`'s, and the gain over `ce` per extra device-hour spent beyond `ce`."""
+    epoch and their ratio to `ce`'s, the strategy's one-off `start` (preference sets, reward
+    models), and the gain over `ce` per extra device-hour spent beyond `ce`."""
     rows = []
     for (task, strategy), runs in sorted(groups.items()):
         own = [r.timing["total_seconds"] for r in runs]
@@ -517,20 +518,22 @@ def _cost(groups: dict[tuple[str, str], list[RunRecord]], cells: pd.DataFrame,
                  for r in runs]
         throughput = [r.timing.get("train_samples_per_second") for r in runs]
         epoch = [r.timing["train_seconds"] / len(r.history) for r in runs if r.history]
+        set_up = [r.timing["start_seconds"] for r in runs if r.timing.get("start_seconds") is not None]
         rows.append({"task": task, "strategy": strategy,
                      "hardware": ", ".join(sorted({hardware(r) for r in runs})),
                      "seconds": float(np.mean(own)), "seconds_with_start": float(np.mean(np.add(own, start))),
                      "samples_per_second": float(np.mean([t for t in throughput if t is not None] or [math.nan])),
-                     "epoch_seconds": float(np.mean(epoch)) if epoch else math.nan})
+                     "epoch_seconds": float(np.mean(epoch)) if epoch else math.nan,
+                     "start_seconds": float(np.mean(set_up)) if set_up else math.nan})
     cost = pd.DataFrame(rows, columns=["task", "strategy", "hardware", "seconds", "seconds_with_start",
-                                       "samples_per_second", "epoch_seconds"])
+                                       "samples_per_second", "epoch_seconds", "start_seconds"])
     keyed = cells.set_index(["task", "strategy"])["mean"]
     base = cost[cost["strategy"] == BASELINE].set_index("task")
     cost["score"] = [keyed[(t, s)] for t, s in zip(cost["task"], cost["strategy"])]
     cost["delta"] = [row.score - keyed[(row.task, BASELINE)] if row.task in base.index else math.nan
                      for row in cost.itertuples()]
-    # Training time per epoch relative to ce's on the same task: issue 3 bounds sampling strategies
-    # at 5x. Only meaningful between runs on the same hardware (the hardware column says).
+    # Training time per epoch relative to ce's on the same task (BENCHMARKS.md bounds the sampling
+    # strategies'). Only meaningful between runs on the same hardware (the hardware column says).
     cost["epoch_vs_ce"] = [row.epoch_seconds / base.loc[row.task, "epoch_seconds"]
                            if row.task in base.index and base.loc[row.task, "epoch_seconds"] > 0 else math.nan
                            for row in cost.itertuples()]

@@ -291,6 +291,7 @@ def cost_table(a: Analysis) -> Table:
         "train s/epoch": [num(v, 1) for v in c["epoch_seconds"]],
         "epoch ÷ ce": [MISSING if s == BASELINE or math.isnan(v) else f"{v:.1f}×"
                        for s, v in zip(c["strategy"], c["epoch_vs_ce"])],
+        "start s": [num(v, 1) for v in c["start_seconds"]],
         "score": [num(v) for v in c["score"]],
         "Δ vs ce": [MISSING if s == BASELINE else num(v, signed=True) for s, v in zip(c["strategy"], c["delta"])],
         "Δ per extra device-hour": [num(v, signed=True) for v in c["delta_per_extra_hour"]]})
@@ -381,7 +382,10 @@ def methods(a: Analysis) -> list[str]:
         "not); otherwise the mean validation score at the last evaluation below the first (Gao, Schulman & "
         "Hilton 2023, Scaling Laws for Reward Model Overoptimization, ICML).",
         "Cost: device-seconds per run from start to record (plus the ce run whose checkpoint a strategy starts "
-        "from), training samples/s; 'Δ per extra device-hour' divides the gain over ce by the time spent beyond ce.",
+        "from), training samples/s, training seconds per epoch and their ratio to ce's (same hardware only), 'start "
+        "s' the strategy's one-off set-up before training (rlhf and dpo: sampling and judging the preference set, "
+        "fitting the reward model), counted in the run's seconds but not in its epochs; 'Δ per extra device-hour' "
+        "divides the gain over ce by the time spent beyond ce.",
         *strategy_methods(a),
         "References: Bouthillier et al. 2021, Accounting for Variance in Machine Learning Benchmarks, MLSys. "
         "Brier 1950, Verification of Forecasts Expressed in Terms of Probability, Monthly Weather Review 78(1). "

@@ -213,8 +213,9 @@ class TrainState:
 
     generator: torch.Generator
     step: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # training time, summed over epochs
     samples: int = 0
+    start_seconds: float = 0.0  # the strategy's `start` (e.g. rlhf's preference set and reward model)
     step_log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -354,8 +355,10 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     if device.type == "cuda":  # the peak recorded below is this run's, also in a long-lived pool worker
         torch.cuda.reset_peak_memory_stats(device)
     setup = prepare(cfg, store, source, device, grad_accum=oom_retry["grad_accum"] if oom_retry else 1)
-    setup.strategy.start(setup.ctx)
     state = TrainState(generator=torch.Generator().manual_seed(cfg.seed))
+    started = time.perf_counter()
+    setup.strategy.start(setup.ctx)
+    state.start_seconds = time.perf_counter() - started
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state = -math.inf, -1, None
     main = setup.task.main_metric
@@ -395,6 +398,7 @@ def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], 
         test_examples=[{"prediction": p, "reference": r, **stats}
                        for p, r, stats in zip(preds, refs, test_result.per_example)],
         timing={"total_seconds": time.time() - setup.started, "train_seconds": state.seconds,
+                "start_seconds": state.start_seconds,
                 "test_eval_seconds": eval_seconds,
                 "train_samples_per_second": state.samples / state.seconds if state.seconds else None,
                 "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
