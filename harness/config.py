@@ -41,6 +41,9 @@ class TrainSettings:
     patience: int = 2  # epochs without validation improvement before stopping
     max_train: int | None = None  # first N training rows (None: all)
     max_eval: int | None = None  # first N validation and test rows (None: all)
+    # first N validation rows when fewer than max_eval's (None: max_eval): model selection on a
+    # subset, testing on the full test set, where evaluation is a large share of a run's cost
+    max_validation: int | None = None
     num_beams: int | None = None  # generation settings; None: the task's own
     max_new_tokens: int | None = None
     length_penalty: float | None = None

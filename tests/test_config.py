@@ -177,7 +177,8 @@ OTHER_SETTINGS = {"model": "tiny-bert", "epochs": 4, "lr": 1e-4, "batch_size": 1
                   "max_train": 100, "max_eval": 50, "num_beams": 4, "max_new_tokens": 32,
                   "length_penalty": 0.6, "no_repeat_ngram_size": 3, "log_every": 10,
                   "max_source_length": 64, "max_target_length": 32, "compile": True, "sample_length_factor": 1.5,
-                  "policy_dropout": False, "precision": "bf16"}
+                  "policy_dropout": False, "precision": "bf16",
+                  "max_validation": 20}
 
 
 def base_config(**changes) -> RunConfig:

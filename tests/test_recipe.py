@@ -159,10 +159,11 @@ def test_bf16_precision_autocasts_on_the_cpu_and_is_recorded(tmp_path, data_dir)
     with pytest.raises(ConfigError, match="precision 'fp16'"):
         uses_bf16("fp16", torch.device("cpu"))
     grid = write_grid(tmp_path / "g.yaml", ["sentiment"], batch_size=8, max_train=16, max_eval=8, epochs=1,
-                      precision="bf16")
+                      precision="bf16", max_validation=4)
     (cfg,), source = configs(grid, data_dir)
     setup = prepare(cfg, None, source, torch.device("cpu"))
     assert setup.bf16 and setup.ctx.bf16
+    assert len(setup.tables["validation"]) == 4 and len(setup.tables["test"]) == 8  # max_validation: selection only
     batch = next(setup.data["train"].iterate(torch.Generator().manual_seed(0)))
     with setup.autocast:
         logits = setup.kind.forward(setup.model, batch)

@@ -172,7 +172,8 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     model.to(device)
     reference = copy.deepcopy(model).eval().requires_grad_(False) if strategy.needs_reference else None
     start = kind.start_token(model)
-    sizes = {"train": (s.max_train, s.batch_size), "validation": (s.max_eval, s.eval_batch_size),
+    validation = s.max_eval if s.max_validation is None else s.max_validation
+    sizes = {"train": (s.max_train, s.batch_size), "validation": (validation, s.eval_batch_size),
              "test": (s.max_eval, s.eval_batch_size)}
     tables = {split: head(load_split(task, split, source, tokenizer, kind, start), rows)
               for split, (rows, _) in sizes.items()}
