@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -98,7 +99,7 @@ def test_every_output_format_is_written(report: tuple[Path, dict[str, Any]]) -> 
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(payload, default=str))
     assert set(payload["leaderboards"]) == set(TASKS)
     for task in TASKS:
-        for kind in ("bars", "curves", "sampling"):
+        for kind in ("forest", "curves", "sampling"):
             assert (out / "plots" / f"{kind}_{task}.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "plots" / "cost.png").exists()
     page = (out / "index.html").read_text()
@@ -246,7 +247,7 @@ def test_cli_report_writes_every_registered_format(sentiment_store: Path, tmp_pa
     assert all(f"{name} (" in printed.splitlines()[-1] for name in formats())
     written = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert {"index.html", "summary.json", "manifest.json", "grid.yaml", "methods.md", "runs.csv",
-            "overall.tex", "leaderboard_sentiment.md", "plots/bars_sentiment.png"} <= written
+            "overall.tex", "leaderboard_sentiment.md", "plots/forest_sentiment.png"} <= written
 
 
 @pytest.mark.parametrize("chosen, suffixes", [
@@ -525,3 +526,28 @@ def test_a_reward_that_rose_while_the_score_fell_is_flagged(error: float, rise: 
     assert set(evaluations["strategy"]) == {"rlhf"} and len(evaluations) == 9  # 3 seeds × 3 evaluations
     assert (evaluations.groupby("epoch")["validation"].mean().diff().dropna() > 0).all()
     assert evaluation_curves(a, "translation") is not None and evaluation_curves(a, "ner") is None
+
+
+def test_figure_colours_never_reuse_those_of_ce_and_the_controls() -> None:
+    """Strategies beyond the palette's length wrap around it, but never onto ce's or a control's grey,
+    and each keeps a distinct colour and marker pair."""
+    from harness.report.plots import FIXED_COLOURS, colour, marker
+
+    names = [f"s{i:03d}" for i in range(60)]
+    a = SimpleNamespace(strategies=lambda task=None: ["ce", "constant_reward", "ce_continued", *names])
+    fixed = set(FIXED_COLOURS.values())
+    assert all(colour(a, name) not in fixed for name in names)
+    assert len({(colour(a, name), marker(a, name)) for name in names}) == len(names)
+    assert [colour(a, name) for name in FIXED_COLOURS] == list(FIXED_COLOURS.values())
+
+
+def test_curves_need_two_points() -> None:
+    """One evaluation per run (one epoch, one logged step) draws no curve: a lone point is no curve."""
+    from harness.report.plots import learning_curves, sampling_curves
+
+    records = [completed("translation", name, s, 0.2, sampling=name == "reinforce") for name in ("ce", "reinforce")
+               for s in (1, 2)]
+    one_point = [dataclasses.replace(r, history=r.history[:1], steps=r.steps[:1]) for r in records]
+    a = analyse(one_point, n_resamples=20)
+    assert learning_curves(a, "translation") is None and sampling_curves(a, "translation") is None
+    assert learning_curves(analyse(records, n_resamples=20), "translation") is not None

@@ -287,7 +287,7 @@ def _html_page(report: Report, figures: dict[str, Path]) -> str:
     parts += ["<h2>Overall</h2>", section("overall"), section("summary")]
     for task in a.tasks:
         parts += [f"<h2>{html.text(task)}</h2>", section(f"leaderboard_{task}")]
-        parts += [html.image(figures[name], name) for name in (f"bars_{task}", f"curves_{task}", f"sampling_{task}",
+        parts += [html.image(figures[name], name) for name in (f"forest_{task}", f"curves_{task}", f"sampling_{task}",
                                                                f"evaluations_{task}") if name in figures]
     parts += ["<h2>Guard metrics</h2>", section("guards"), "<h2>Cost</h2>", section("cost")]
     if "cost" in figures:
