@@ -233,6 +233,30 @@ def cost_chart(a: Analysis) -> Figure:
     return fig
 
 
+_CAPTIONS = {
+    "forest": ("Difference of each strategy's mean test {metric} to ce's (●) and, for strategies started from a "
+               "checkpoint, to ce_continued's (■), in points. Line: the seed-aware 95% interval (seed-to-seed and "
+               "test-set variance); band: Δ ± the pooled seed-to-seed SD, how far single runs scatter; filled and *: "
+               f"Holm-adjusted p < {ALPHA}. A hollow point without a line had one seed: Δ alone, no test. Refused "
+               "and failed cells are named at 0, never drawn as a difference of 0."),
+    "curves": "Validation {metric} per epoch, mean over seeds; strategies evaluated at two epochs or more.",
+    "sampling": ("Sampling strategies per logged training step (means over seeds): the mean reward of the samples "
+                 "and the KL to the starting model; strategies that logged a term at two steps or more."),
+    "evaluations": ("Sampling strategies per evaluation (means over seeds): validation score, output length and "
+                    "the sampling terms; over-optimisation shows as the optimised reward rising while the score "
+                    "falls."),
+    "cost": ("Test score of the task's main metric against minutes of compute per run, counting the checkpoint a "
+             "strategy started from; one point per strategy (mean over seeds), told apart by colour and marker "
+             "(legend below the panels)."),
+}
+
+
+def caption(a: Analysis, name: str) -> str:
+    """What the figure `name` (as save_figures names it) shows, for the page."""
+    kind, _, task = name.partition("_")
+    return _CAPTIONS[kind].format(metric=a.metrics.get(task, ""))
+
+
 def save_figures(a: Analysis, folder: Path) -> dict[str, Path]:
     """Writes every figure as PNG under `folder`; name -> path, in display order."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -266,37 +266,36 @@ def write_json(report: Report, out: Path) -> list[Path]:
 
 # ---- HTML ---------------------------------------------------------------------------------
 
-def _html_section(t: Table) -> str:
-    rule = f"<p>{html.text(t.rule)}</p>" if t.rule else ""
-    legend = f"<p>{html.text(t.legend)}</p>" if t.legend else ""
-    return f"<h3>{html.text(t.title)}</h3>{rule}{html.table(t.display, t.index)}{legend}"
-
-
 def render_html(ts: Sequence[Table]) -> str:
     """A self-contained page with the tables (sortable)."""
-    return html.document("Reward strategies: leaderboards", "\n".join(_html_section(t) for t in ts))
+    return html.render_tables("Reward strategies: leaderboards", list(ts))
 
 
 def _html_page(report: Report, figures: dict[str, Path]) -> str:
-    a, info = report.analysis, report.manifest
-    section = lambda name: _html_section(report.table(name))  # noqa: E731
-    parts = [f"<p>{len(a.runs)} runs in the store: {', '.join(f'{v} {k}' for k, v in info['records'].items())}. "
-             "Click a column header to sort.</p>"]
-    if a.notes:
-        parts.append("<h2>Warnings</h2>" + html.bullets(a.notes, "notes"))
-    parts += ["<h2>Overall</h2>", section("overall"), section("summary")]
+    """Header (grid, date, commit, banners), contents, warnings, overall tables, per task the forest
+    plot, leaderboard and curves, then guards, cost, runs not completed, methods and the manifest (collapsed)."""
+    from harness.report.plots import caption
+
+    a = report.analysis
+    table = lambda name: html.html_table(report.table(name))  # noqa: E731
+    figure = lambda name: [html.html_figure(figures[name], caption(a, name))] if name in figures else []  # noqa: E731
+    sections = [html.Section("warnings", "Warnings", notes=a.notes)] if a.notes else []
+    sections.append(html.Section("overall", "Overall", [table("overall"), table("summary")]))
     for task in a.tasks:
-        parts += [f"<h2>{html.text(task)}</h2>", section(f"leaderboard_{task}")]
-        parts += [html.image(figures[name], name) for name in (f"forest_{task}", f"curves_{task}", f"sampling_{task}",
-                                                               f"evaluations_{task}") if name in figures]
-    parts += ["<h2>Guard metrics</h2>", section("guards"), "<h2>Cost</h2>", section("cost")]
-    if "cost" in figures:
-        parts.append(html.image(figures["cost"], "cost"))
+        sections.append(html.Section(f"task-{task}", f"{task} ({a.metrics[task]})",
+                                     [*figure(f"forest_{task}"), table(f"leaderboard_{task}"),
+                                      *(f for kind in ("curves", "sampling", "evaluations")
+                                        for f in figure(f"{kind}_{task}"))]))
+    sections += [html.Section("guards", "Guard metrics", [table("guards")]),
+                 html.Section("cost", "Cost", [table("cost"), *figure("cost")])]
     if len(report.table("not_completed").display):
-        parts += ["<h2>Not completed</h2>", section("not_completed")]
-    parts += ["<h2>Methods</h2>", html.bullets(report.methods),
-              "<h2>Reproducibility manifest</h2>", f"<pre>{html.text(json.dumps(info, indent=1, default=str))}</pre>"]
-    return html.document("Reward strategies: results", "\n".join(parts))
+        sections.append(html.Section("not-completed", "Not completed", [table("not_completed")]))
+    sections += [html.Section("methods", "Methods", bullets=report.methods),
+                 html.Section("manifest", "Reproducibility manifest",
+                              details=html.Details("command, code and library versions, data checksums, metric "
+                                                   "signatures, hardware, run sessions (manifest.json)",
+                                                   json.dumps(report.manifest, indent=1, default=str)))]
+    return html.render_page("Reward strategies: results", html.header(a, report.manifest), sections)
 
 
 @register_writer("html", render=render_html)
