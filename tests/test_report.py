@@ -336,6 +336,8 @@ def test_cli_leaderboard_prints_valid_output(sentiment_store: Path, fmt: str,
         assert len(re.findall(r"(?m)^\|[-|:]+\|$", printed)) == 2
     elif fmt in ("tex", "latex"):
         check_latex(printed)
+        assert printed.startswith(r"\documentclass{article}") and printed.rstrip().endswith(r"\end{document}")
+        assert printed.count(r"\begin{document}") == 1 and r"\usepackage{booktabs}" in printed
         assert printed.count(r"\begin{tabular}") == 2 and r"\section*{Leaderboard: sentiment" in printed
     elif fmt == "csv":
         assert "#" not in printed

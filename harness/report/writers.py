@@ -197,11 +197,20 @@ def latex_table(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+LATEX_PREAMBLE = r"""\documentclass{article}
+\usepackage[landscape,margin=1.5cm]{geometry}
+\usepackage{booktabs}
+\begin{document}
+\scriptsize
+"""
+
+
 def render_latex(ts: Sequence[Table]) -> str:
-    """Each table under a \\section* heading, its rule as a paragraph above, its legend below."""
-    return "\n".join(rf"\section*{{{latex_text(t.title)}}}" + (f"\n{latex_text(t.rule)}\n" if t.rule else "") +
-                     f"\n{latex_table(t)}" +
-                     (f"\n{latex_text(t.legend)}\n" if t.legend else "") for t in ts)
+    """A complete LaTeX document (article, landscape, booktabs), nothing else: each table under a
+    \\section* heading, its rule as a paragraph above, its legend below."""
+    body = "\n".join(rf"\section*{{{latex_text(t.title)}}}" + (f"\n{latex_text(t.rule)}\n" if t.rule else "") +
+                     f"\n{latex_table(t)}" + (f"\n{latex_text(t.legend)}\n" if t.legend else "") for t in ts)
+    return f"{LATEX_PREAMBLE}{body}\n\\end{{document}}\n"
 
 
 @register_writer("tex", render=render_latex, aliases=("latex",))
