@@ -9,6 +9,8 @@ import io
 import json
 import math
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,11 +47,12 @@ def cells(payload: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def check_latex(tex: str) -> None:
     """Valid LaTeX as far as can be told without a TeX installation: no Markdown, balanced environments,
-    braces and math shifts, every special character escaped."""
+    braces and math shifts, every special character of the text escaped."""
     assert not any(line.lstrip().startswith("#") for line in tex.splitlines()), "a Markdown heading in LaTeX"
     assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") >= 1
     assert all(rule in tex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
-    body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
+    document = tex.split(r"\begin{document}")[-1]  # the preamble's macros may use # and >
+    body = "\n".join(line for line in document.splitlines() if not line.startswith("%"))
     unescaped = re.sub(r"\\[{}$&%#_]", "", body)
     assert unescaped.count("{") == unescaped.count("}") and unescaped.count("$") % 2 == 0
     assert not re.search(r"[%#_]", unescaped), "an unescaped special character"  # & separates columns
@@ -322,6 +325,19 @@ def test_report_of_an_empty_store_raises(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="report format 'xml' is unknown; choose from md, tex, csv"):
         write_report(Store(tmp_path / "empty"), tmp_path / "out", formats="md,xml")
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_leaderboard_latex_compiles(sentiment_store: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The printed document compiles as it is, its wide leaderboard scaled to the page (no overfull box)."""
+    if not shutil.which("pdflatex"):
+        pytest.skip("no pdflatex (Debian: apt-get install texlive-latex-base texlive-latex-recommended)")
+    main(["leaderboard", "--store", str(sentiment_store), "--format", "latex", "--resamples", "50"])
+    (tmp_path / "board.tex").write_text(capsys.readouterr().out)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "board.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "Overfull" not in done.stdout and (tmp_path / "board.pdf").exists()
 
 
 @pytest.mark.parametrize("fmt", ["md", "tex", "latex", "csv", "json", "html"])

@@ -200,6 +200,9 @@ def latex_table(t: Table) -> str:
 LATEX_PREAMBLE = r"""\documentclass{article}
 \usepackage[landscape,margin=1.5cm]{geometry}
 \usepackage{booktabs}
+\usepackage{graphicx}
+% a table at its natural width, or scaled down to the line where wider
+\newcommand{\fitwidth}[1]{\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{#1}}
 \begin{document}
 \scriptsize
 """
@@ -207,10 +210,15 @@ LATEX_PREAMBLE = r"""\documentclass{article}
 
 def render_latex(ts: Sequence[Table]) -> str:
     """A complete LaTeX document (article, landscape, booktabs), nothing else: each table under a
-    \\section* heading, its rule as a paragraph above, its legend below."""
+    \\section* heading, its rule as a paragraph above, its legend below; a table wider than the page
+    is scaled down to its width (the leaderboards have some twenty columns)."""
     body = "\n".join(rf"\section*{{{latex_text(t.title)}}}" + (f"\n{latex_text(t.rule)}\n" if t.rule else "") +
-                     f"\n{latex_table(t)}" + (f"\n{latex_text(t.legend)}\n" if t.legend else "") for t in ts)
+                     f"\n{_fit(latex_table(t))}" + (f"\n{latex_text(t.legend)}\n" if t.legend else "") for t in ts)
     return f"{LATEX_PREAMBLE}{body}\n\\end{{document}}\n"
+
+
+def _fit(tabular: str) -> str:
+    return r"\noindent\fitwidth{" + tabular.rstrip("\n") + "}\n"
 
 
 @register_writer("tex", render=render_latex, aliases=("latex",))
