@@ -19,10 +19,12 @@ A writer registered before the command line is parsed (in the module that calls
 
 Built-in formats, under the output folder:
   md        <table>.md for every table, and methods.md (how each number is computed; the warnings)
-  tex       <table>.tex: booktabs tabulars (\\usepackage{booktabs}); `latex` is an alias
+  tex       <table>.tex: booktabs tabulars (\\usepackage{booktabs}); `latex` is an alias; printed
+            (`leaderboard --format latex`), one complete document
   csv       <table>.csv (the numbers), comparisons.csv, runs.csv
   json      summary.json: every table's numbers, the notes, the methods and the manifest
-  html      index.html: one self-contained page with every table and figure (figures also in plots/)
+  html      index.html: one self-contained page (jinja2 templates in templates/) with every table and
+            figure (figures also in plots/)
   manifest  manifest.json and grid.yaml: what produced the numbers, and the grid that reruns them;
             written whatever formats are chosen, since no number should travel without its provenance
 The tables are `harness.report.tables`'s. Markdown, LaTeX and HTML show formatted text; CSV and JSON
