@@ -53,7 +53,7 @@ def test_banners_say_when_results_cannot_rank_strategies(command: str, max_train
     found = banners(a, info, grid_name(info))
     assert [b.kind for b in found] == expected
     if "power" in expected:
-        assert f"2 of 2 completed cells have fewer than 3 seeds" in found[-1].text
+        assert "2 of 2 completed cells have fewer than 3 seeds" in found[-1].text
 
 
 # ---- in the browser -----------------------------------------------------------------------

@@ -530,3 +530,29 @@ def test_curves_need_two_points() -> None:
     a = analyse(one_point, n_resamples=20)
     assert learning_curves(a, "translation") is None and sampling_curves(a, "translation") is None
     assert learning_curves(analyse(records, n_resamples=20), "translation") is not None
+
+
+def test_forest_plot_marks_missing_cells_and_draws_zero_differences(report: tuple[Path, dict[str, Any]]) -> None:
+    """dice was refused on translation: named, not drawn; label_smoothing has exactly ce's predictions:
+    its Δ of 0 is a visible point at 0, not nothing. The cost chart is in minutes."""
+    import matplotlib.pyplot as plt
+    from harness.report.plots import cost_chart, forest_plot
+
+    out, payload = report
+    a = analyse(list(Store(out.parent / "store").records()), n_resamples=50)
+    fig = forest_plot(a, "translation")
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert names == [s for s in a.strategies("translation") if s != "ce"]
+    assert "refused" in " ".join(t.get_text() for t in ax.texts)
+    y = names.index("label_smoothing")
+    points = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines if line.get_marker() == "o"]
+    assert (0.0, y) in points
+    assert "*" in [t.get_text() for t in ax.texts]  # reinforce is significantly above ce
+    plt.close(fig)
+    fig = cost_chart(a)
+    reinforce = next(c for c in payload["cost"] if c["task"] == "ner" and c["strategy"] == "reinforce")
+    offsets = [tuple(o) for coll in fig.axes[0].collections for o in coll.get_offsets()]
+    assert (pytest.approx(reinforce["seconds_with_start"] / 60), pytest.approx(reinforce["score"])) in offsets
+    assert fig.axes[0].get_xlabel().startswith("minutes")
+    plt.close(fig)

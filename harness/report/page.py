@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from harness.report.analysis import MIN_SEEDS, Analysis
@@ -42,12 +43,8 @@ def html_table(t: Table) -> HtmlTable:
     frame = t.display.reset_index(names="") if t.index else t.display
     columns = [str(c) for c in frame.columns]
     frozen = columns.index("strategy") + 1 if "strategy" in columns[:2] else 1
-    rows = [[MISSING if _missing(v) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    rows = [[MISSING if pd.isna(v) else str(v) for v in row] for row in frame.itertuples(index=False)]
     return HtmlTable(f"table-{t.name}", t.title, columns, rows, frozen, t.rule, t.legend)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
 
 
 @dataclass

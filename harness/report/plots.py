@@ -57,7 +57,7 @@ def _others(a: Analysis) -> list[str]:
 
 
 def forest_plot(a: Analysis, task: str) -> Figure:
-    """Δ of each strategy's mean main test metric to ce (● ) and ce_continued (■): the point, its
+    """Δ of each strategy's mean main test metric to ce (●) and ce_continued (■): the point, its
     seed-aware 95% interval (line) and ± one pooled seed SD (band), filled and starred where the
     Holm-adjusted p < ALPHA; a cell with one seed shows Δ alone (hollow), a refused or failed cell its status."""
     c = a.comparisons

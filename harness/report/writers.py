@@ -296,8 +296,14 @@ def _html_page(report: Report, figures: dict[str, Path]) -> str:
     from harness.report.plots import caption
 
     a = report.analysis
-    table = lambda name: html.html_table(report.table(name))  # noqa: E731
-    figure = lambda name: [html.html_figure(figures[name], caption(a, name))] if name in figures else []  # noqa: E731
+
+    def table(name: str) -> html.HtmlTable:
+        return html.html_table(report.table(name))
+
+    def figure(name: str) -> list[html.HtmlFigure]:
+        """The figure, or nothing where it was not drawn (a curve needs two points)."""
+        return [html.html_figure(figures[name], caption(a, name))] if name in figures else []
+
     sections = [html.Section("warnings", "Warnings", notes=a.notes)] if a.notes else []
     sections.append(html.Section("overall", "Overall", [table("overall"), table("summary")]))
     for task in a.tasks:
