@@ -86,6 +86,7 @@ def forest_plot(a: Analysis, task: str) -> Figure:
 
 
 def _forest_row(ax: Any, y: float, row: Any, color: Any, shape: str) -> None:
+    """One comparison (a row of a.comparisons): seed-SD band under the interval under the point."""
     if not math.isnan(row.seed_sd):
         ax.barh(y, 2 * row.seed_sd, left=row.delta - row.seed_sd, height=0.24, color=color, alpha=0.22, linewidth=0)
     if row.testable:
