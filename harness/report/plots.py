@@ -75,7 +75,7 @@ def forest_plot(a: Analysis, task: str) -> Figure:
             offset = (k - (len(mine) - 1) / 2) * 0.3
             _forest_row(ax, y + offset, row, colour(a, name), FOREST_BASELINES[row.baseline])
     ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_ylim(max(len(names), 1) - 0.5, -0.5)  # top to bottom in report order; one row even when empty
     ax.set_xlabel(f"Δ test {a.metrics[task]} against the baseline (points)")
     ax.set_title(f"{task}: difference to ce (●) and ce_continued (■), seed-aware 95% interval, band ± seed SD",
                  fontsize=9)

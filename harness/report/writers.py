@@ -309,8 +309,8 @@ def _html_page(report: Report, figures: dict[str, Path]) -> str:
     for task in a.tasks:
         sections.append(html.Section(f"task-{task}", f"{task} ({a.metrics[task]})",
                                      [*figure(f"forest_{task}"), table(f"leaderboard_{task}"),
-                                      *(f for kind in ("curves", "sampling", "evaluations")
-                                        for f in figure(f"{kind}_{task}"))]))
+                                      *(f for plot in ("curves", "sampling", "evaluations")
+                                        for f in figure(f"{plot}_{task}"))]))
     sections += [html.Section("guards", "Guard metrics", [table("guards")]),
                  html.Section("cost", "Cost", [table("cost"), *figure("cost")])]
     if len(report.table("not_completed").display):
