@@ -386,6 +386,15 @@ def methods(a: Analysis) -> list[str]:
         "s' the strategy's one-off set-up before training (rlhf and dpo: sampling and judging the preference set, "
         "fitting the reward model), counted in the run's seconds but not in its epochs; 'Δ per extra device-hour' "
         "divides the gain over ce by the time spent beyond ce.",
+        "Figures (the HTML page and plots/): per task, a forest plot of each strategy's Δ to ce and, for "
+        "strategies started from a checkpoint, to ce_continued, with the seed-aware 95% interval above, a band of "
+        "± the pooled seed-to-seed SD (how far single runs scatter, which the interval of the mean does not show) "
+        "and significant differences filled and starred; it replaces a bar chart of absolute means, whose bars "
+        "hide differences of a point or two and whose axis must start at an arbitrary value. Refused and failed "
+        "cells are named, never drawn as 0. Learning, sampling and per-evaluation curves are means over seeds, "
+        "drawn only for strategies with two points or more. The cost figure plots the test score against minutes "
+        "per run including the start checkpoint. ce and each control have a fixed grey in every figure, every "
+        "other strategy a colour from a palette without greys and a marker.",
         *strategy_methods(a),
         "References: Bouthillier et al. 2021, Accounting for Variance in Machine Learning Benchmarks, MLSys. "
         "Brier 1950, Verification of Forecasts Expressed in Terms of Probability, Monthly Weather Review 78(1). "

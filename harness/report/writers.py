@@ -19,10 +19,12 @@ A writer registered before the command line is parsed (in the module that calls
 
 Built-in formats, under the output folder:
   md        <table>.md for every table, and methods.md (how each number is computed; the warnings)
-  tex       <table>.tex: booktabs tabulars (\\usepackage{booktabs}); `latex` is an alias
+  tex       <table>.tex: booktabs tabulars (\\usepackage{booktabs}); `latex` is an alias; printed
+            (`leaderboard --format latex`), one complete document
   csv       <table>.csv (the numbers), comparisons.csv, runs.csv
   json      summary.json: every table's numbers, the notes, the methods and the manifest
-  html      index.html: one self-contained page with every table and figure (figures also in plots/)
+  html      index.html: one self-contained page (jinja2 templates in templates/) with every table and
+            figure (figures also in plots/)
   manifest  manifest.json and grid.yaml: what produced the numbers, and the grid that reruns them;
             written whatever formats are chosen, since no number should travel without its provenance
 The tables are `harness.report.tables`'s. Markdown, LaTeX and HTML show formatted text; CSV and JSON
@@ -197,11 +199,28 @@ def latex_table(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+LATEX_PREAMBLE = r"""\documentclass{article}
+\usepackage[landscape,margin=1.5cm]{geometry}
+\usepackage{booktabs}
+\usepackage{graphicx}
+% a table at its natural width, or scaled down to the line where wider
+\newcommand{\fitwidth}[1]{\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{#1}}
+\begin{document}
+\scriptsize
+"""
+
+
 def render_latex(ts: Sequence[Table]) -> str:
-    """Each table under a \\section* heading, its rule as a paragraph above, its legend below."""
-    return "\n".join(rf"\section*{{{latex_text(t.title)}}}" + (f"\n{latex_text(t.rule)}\n" if t.rule else "") +
-                     f"\n{latex_table(t)}" +
-                     (f"\n{latex_text(t.legend)}\n" if t.legend else "") for t in ts)
+    """A complete LaTeX document (article, landscape, booktabs), nothing else: each table under a
+    \\section* heading, its rule as a paragraph above, its legend below; a table wider than the page
+    is scaled down to its width (the leaderboards have some twenty columns)."""
+    body = "\n".join(rf"\section*{{{latex_text(t.title)}}}" + (f"\n{latex_text(t.rule)}\n" if t.rule else "") +
+                     f"\n{_fit(latex_table(t))}" + (f"\n{latex_text(t.legend)}\n" if t.legend else "") for t in ts)
+    return f"{LATEX_PREAMBLE}{body}\n\\end{{document}}\n"
+
+
+def _fit(tabular: str) -> str:
+    return r"\noindent\fitwidth{" + tabular.rstrip("\n") + "}\n"
 
 
 @register_writer("tex", render=render_latex, aliases=("latex",))
@@ -266,37 +285,42 @@ def write_json(report: Report, out: Path) -> list[Path]:
 
 # ---- HTML ---------------------------------------------------------------------------------
 
-def _html_section(t: Table) -> str:
-    rule = f"<p>{html.text(t.rule)}</p>" if t.rule else ""
-    legend = f"<p>{html.text(t.legend)}</p>" if t.legend else ""
-    return f"<h3>{html.text(t.title)}</h3>{rule}{html.table(t.display, t.index)}{legend}"
-
-
 def render_html(ts: Sequence[Table]) -> str:
     """A self-contained page with the tables (sortable)."""
-    return html.document("Reward strategies: leaderboards", "\n".join(_html_section(t) for t in ts))
+    return html.render_tables("Reward strategies: leaderboards", list(ts))
 
 
 def _html_page(report: Report, figures: dict[str, Path]) -> str:
-    a, info = report.analysis, report.manifest
-    section = lambda name: _html_section(report.table(name))  # noqa: E731
-    parts = [f"<p>{len(a.runs)} runs in the store: {', '.join(f'{v} {k}' for k, v in info['records'].items())}. "
-             "Click a column header to sort.</p>"]
-    if a.notes:
-        parts.append("<h2>Warnings</h2>" + html.bullets(a.notes, "notes"))
-    parts += ["<h2>Overall</h2>", section("overall"), section("summary")]
+    """Header (grid, date, commit, banners), contents, warnings, overall tables, per task the forest
+    plot, leaderboard and curves, then guards, cost, runs not completed, methods and the manifest (collapsed)."""
+    from harness.report.plots import caption
+
+    a = report.analysis
+
+    def table(name: str) -> html.HtmlTable:
+        return html.html_table(report.table(name))
+
+    def figure(name: str) -> list[html.HtmlFigure]:
+        """The figure, or nothing where it was not drawn (a curve needs two points)."""
+        return [html.html_figure(figures[name], caption(a, name))] if name in figures else []
+
+    sections = [html.Section("warnings", "Warnings", notes=a.notes)] if a.notes else []
+    sections.append(html.Section("overall", "Overall", [table("overall"), table("summary")]))
     for task in a.tasks:
-        parts += [f"<h2>{html.text(task)}</h2>", section(f"leaderboard_{task}")]
-        parts += [html.image(figures[name], name) for name in (f"bars_{task}", f"curves_{task}", f"sampling_{task}",
-                                                               f"evaluations_{task}") if name in figures]
-    parts += ["<h2>Guard metrics</h2>", section("guards"), "<h2>Cost</h2>", section("cost")]
-    if "cost" in figures:
-        parts.append(html.image(figures["cost"], "cost"))
+        sections.append(html.Section(f"task-{task}", f"{task} ({a.metrics[task]})",
+                                     [*figure(f"forest_{task}"), table(f"leaderboard_{task}"),
+                                      *(f for plot in ("curves", "sampling", "evaluations")
+                                        for f in figure(f"{plot}_{task}"))]))
+    sections += [html.Section("guards", "Guard metrics", [table("guards")]),
+                 html.Section("cost", "Cost", [table("cost"), *figure("cost")])]
     if len(report.table("not_completed").display):
-        parts += ["<h2>Not completed</h2>", section("not_completed")]
-    parts += ["<h2>Methods</h2>", html.bullets(report.methods),
-              "<h2>Reproducibility manifest</h2>", f"<pre>{html.text(json.dumps(info, indent=1, default=str))}</pre>"]
-    return html.document("Reward strategies: results", "\n".join(parts))
+        sections.append(html.Section("not-completed", "Not completed", [table("not_completed")]))
+    sections += [html.Section("methods", "Methods", bullets=report.methods),
+                 html.Section("manifest", "Reproducibility manifest",
+                              details=html.Details("command, code and library versions, data checksums, metric "
+                                                   "signatures, hardware, run sessions (manifest.json)",
+                                                   json.dumps(report.manifest, indent=1, default=str)))]
+    return html.render_page("Reward strategies: results", html.header(a, report.manifest), sections)
 
 
 @register_writer("html", render=render_html)
