@@ -46,6 +46,12 @@ class MissingParent(RuntimeError):
     """The run the strategy starts from (`init_from`) has no checkpoint: recorded as a failed cell."""
 
 
+def bars(progress: bool) -> bool:
+    """Progress bars only on a terminal: in a log, `\r`-joined bar updates are noise; the per-epoch
+    lines (`run`) are printed either way."""
+    return progress and sys.stderr.isatty()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -217,7 +223,7 @@ def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = Tr
     sums: dict[str, torch.Tensor] = {}
     started, samples = time.time(), 0
     train = setup.data["train"]
-    bar = tqdm(train.iterate(state.generator), total=len(train), disable=not progress, mininterval=2, leave=False,
+    bar = tqdm(train.iterate(state.generator), total=len(train), disable=not bars(progress), mininterval=2, leave=False,
                desc=f"{setup.cfg.task}/{setup.cfg.reward} seed {setup.cfg.seed} epoch {epoch}")
     for batch in bar:
         parts = split_batch(batch, setup.grad_accum)
@@ -293,7 +299,7 @@ def evaluate(kind: ModelKind, task: Task, model: torch.nn.Module, batches: Batch
     calibration: list[Any] = [None] * len(batches.rows)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for batch in tqdm(batches.iterate(), total=len(batches), desc=desc, leave=False, mininterval=2,
-                          disable=not progress):
+                          disable=not bars(progress)):
             batch = to_device(batch, device)
             preds, stats = kind.evaluate_batch(task, model, batch, tokenizer, generation)
             refs = kind.references(task, batch, tokenizer)
@@ -386,8 +392,10 @@ def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], 
         model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None, policy_dropout=setup.dropout)
 
 
-def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True) -> RunRecord:
-    """Runs one cell; a refusal or an exception becomes a stored record instead of stopping the grid.
+def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True,
+                          device: str | None = None) -> RunRecord:
+    """Runs one cell on `device` (None: CUDA where there is one); a refusal or an exception becomes a
+    stored record instead of stopping the grid.
 
     Out of GPU memory, the run is retried once with half the batch and 2-step gradient accumulation
     (the same effective batch); its record says so under "oom_retry".
@@ -395,7 +403,7 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
     oom_retry = None
     try:
         try:
-            return run(cfg, store, source, progress=progress)
+            return run(cfg, store, source, torch.device(device) if device else None, progress=progress)
         except torch.cuda.OutOfMemoryError as err:
             if cfg.settings.batch_size < 2:
                 raise
@@ -407,7 +415,8 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
             torch.cuda.empty_cache()
         print(f"{cfg.task} {cfg.reward} seed {cfg.seed}: out of GPU memory, retrying with batch "
               f"{oom_retry['batch_size']} x {oom_retry['grad_accum']} accumulation steps", file=sys.stderr)
-        return run(cfg, store, source, progress=progress, oom_retry=oom_retry)
+        return run(cfg, store, source, torch.device(device) if device else None, progress=progress,
+                   oom_retry=oom_retry)
     except RunRefused as refusal:
         record = RunRecord.refused(cfg, str(refusal))
     except (KeyboardInterrupt, SystemExit, DataFormatError):  # bad input stops the grid, records nothing
