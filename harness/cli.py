@@ -338,17 +338,32 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    if not logging.getLogger().handlers and not log.handlers:  # the harness's own messages, to stderr
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):  # the harness's own messages, to stderr
+        log.addHandler(_StderrHandler())
         log.setLevel(logging.INFO)
+        log.propagate = False  # once, whatever handlers the root logger has
     try:
         args.func(args)
     except Exception as err:
         if isinstance(err, _user_errors()):  # each names the file, line or key: no traceback
             sys.exit(f"error: {err}")
         raise
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Messages to whatever `sys.stderr` is when they are logged (tests and tools replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

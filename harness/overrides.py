@@ -23,7 +23,7 @@ import yaml
 from harness.config import ConfigError, TrainSettings
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(TrainSettings))
-_SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w.-]*)(?::(?P<params>.*))?$")
+_SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w.-]*(?:\[[^\]]*\])?)(?::(?P<params>.*))?$")
 
 
 def parse_value(text: str) -> Any:
