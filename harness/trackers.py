@@ -99,7 +99,7 @@ class WandB:
 
 @dataclass
 class MLflow:
-    """Experiment = grid; tracking URI `$MLFLOW_TRACKING_URI`, else `file:` under the store."""
+    """Experiment = grid; tracking URI `$MLFLOW_TRACKING_URI`, else a `file:` store under the store."""
 
     root: Path
     artifacts = True
@@ -108,7 +108,9 @@ class MLflow:
     def start(self, name: str, group: str, config: dict[str, Any]) -> None:
         import mlflow
 
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or (self.root.resolve()).as_uri())
+        if not os.environ.get("MLFLOW_TRACKING_URI"):  # no server: MLflow's file store under the store
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for the opt-in
+            mlflow.set_tracking_uri(self.root.resolve().as_uri())
         mlflow.set_experiment(group)
         self._run = mlflow.start_run(run_name=name, tags={"grid": group})
         mlflow.log_params({k: str(v)[:6000] for k, v in _flat(config).items()})
@@ -131,13 +133,14 @@ class MLflow:
 
 @dataclass
 class Trackio:
-    """Project = grid (Trackio keeps runs in a local database; no artifacts)."""
+    """Project = grid; the database under the store unless `$TRACKIO_DIR` says otherwise (no artifacts)."""
 
     root: Path
     artifacts = False
     _trackio: Any = None
 
     def start(self, name: str, group: str, config: dict[str, Any]) -> None:
+        os.environ.setdefault("TRACKIO_DIR", str(self.root.resolve()))  # read when trackio is imported
         import trackio
 
         self._trackio = trackio
