@@ -74,6 +74,9 @@ def test_wandb_offline(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     log_record(open_trackers(["wandb"], tmp_path), record, "tiny")
+    import wandb
+
+    wandb.teardown()  # W&B's service writes the offline file in the background: wait until it has
     (run_dir,) = (tmp_path / "wandb" / "wandb").glob("offline-run-*")
     (log,) = run_dir.glob("*.wandb")
     from wandb.proto import wandb_internal_pb2
