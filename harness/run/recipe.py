@@ -25,6 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from harness.config import RunConfig
 from harness.environment import environment
+from harness.overrides import cell_name
 from harness.run.data import Batches, DataSource, head, load_split
 from harness.run.models import load_model, load_tokenizer, model_kind
 from harness.store import RunRecord, Store
@@ -224,7 +225,8 @@ def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = Tr
     started, samples = time.time(), 0
     train = setup.data["train"]
     bar = tqdm(train.iterate(state.generator), total=len(train), disable=not bars(progress), mininterval=2, leave=False,
-               desc=f"{setup.cfg.task}/{setup.cfg.reward} seed {setup.cfg.seed} epoch {epoch}")
+               desc=f"{setup.cfg.task}/{cell_name(setup.cfg.reward, setup.cfg.reward_params)} seed {setup.cfg.seed} "
+                    f"epoch {epoch}")
     for batch in bar:
         parts = split_batch(batch, setup.grad_accum)
         counts = [scored(part) for part in parts]
@@ -357,7 +359,7 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
                         "samples_per_second": samples / seconds if seconds else None})
         if progress:
             tqdm.write(f"{cfg.task}/{cfg.reward} seed {cfg.seed} epoch {epoch}: loss {means['loss']:.4f}  "
-                       f"val {main} {val_scores[main]:.2f}  {samples / seconds:.0f} samples/s")
+                       f"val {main} {val_scores[main]:.2f}  {samples / seconds:.0f} samples/s", file=sys.stderr)
         if val_scores[main] > best_score:  # select: keep the best epoch's weights
             best_score, best_epoch = val_scores[main], epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in setup.model.state_dict().items()}
