@@ -10,9 +10,14 @@ import shlex
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.config import ConfigError, list_presets, load_grid, preset_path
 from harness.store import default_store
+
+if TYPE_CHECKING:
+    from harness.store import Store
+    from harness.trackers import Tracker
 
 log = logging.getLogger("harness")
 
@@ -158,6 +163,24 @@ def cmd_run(args: argparse.Namespace) -> None:
                           device=args.device, config=config,
                           on_record=[functools.partial(log_record, trackers, group=grid.name)] if trackers else [])
     log.info("%s: %s", grid.name, summary_line(session, session["runs"]))
+    if any(t.artifacts for t in trackers):
+        _upload_grid_report(trackers, store, grid.name)
+
+
+def _upload_grid_report(trackers: list["Tracker"], store: "Store", grid: str) -> None:
+    """At the end of a grid: its report (the runs its sessions ran) under `<store>/reports/<grid>`,
+    uploaded to the trackers that keep artifacts."""
+    from harness.report.filters import Filters
+    from harness.report.writers import write_report
+    from harness.trackers import log_report
+
+    records = Filters(grid=grid).select(store)
+    if not any(r.status == "completed" for r in records):
+        return
+    out = store.root / "reports" / grid
+    write_report(store, out, echo=False, records=records)
+    log_report(trackers, out, grid)
+    log.info("report of grid %s in %s, uploaded to the trackers", grid, out)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

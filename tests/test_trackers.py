@@ -16,7 +16,7 @@ def tiny_run(tmp_path_factory, data_dir):
     """One completed run of a tiny model, logged to TensorBoard and MLflow as it finished."""
     pytest.importorskip("tensorboard")
     pytest.importorskip("mlflow")
-    root = tmp_path_factory.mktemp("trackers")
+    root = tmp_path_factory.mktemp("trackers")  # the grid's end uploads its report to MLflow too
     grid = write_grid(root / "g.yaml", ["sentiment"], epochs=2, max_train=16, max_eval=8, log_every=1, patience=5)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -54,17 +54,21 @@ def test_mlflow_run_and_report_artifact(tiny_run, monkeypatch):
     root, record = tiny_run
     client = MlflowClient(tracking_uri=(root / "s" / "mlruns").as_uri())
     experiment = client.get_experiment_by_name("tiny")
-    (run,) = client.search_runs([experiment.experiment_id])
+    (run,) = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name != "report"]
     assert run.data.tags["grid"] == "tiny" and run.data.params["reward"] == "ce"
     assert run.data.params["settings.model"] == "tiny-bert"
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in history] == [s["step"] for s in record.steps]
     assert run.data.metrics["test/accuracy"] == pytest.approx(record.test["accuracy"])
+    grid_report = next(r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "report")
+    assert "report/index.html" in {a.path for a in client.list_artifacts(grid_report.info.run_id, "report")}
+    assert (root / "s" / "reports" / "tiny" / "manifest.json").exists()
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     main(["report", "--store", str(root / "s"), "--out", str(root / "report"), "--format", "md",
           "--resamples", "10", "--filter", "grid=tiny", "--report-to", "mlflow,tensorboard"])
-    report_run = next(r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "report")
-    listed = {a.path for a in client.list_artifacts(report_run.info.run_id, "report")}
+    latest = max((r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "report"),
+                 key=lambda r: r.info.start_time)
+    listed = {a.path for a in client.list_artifacts(latest.info.run_id, "report")}
     assert "report/manifest.json" in listed and any(p.endswith(".md") for p in listed)
 
 
