@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     store = Store(args.store)
     plan = make_plan(grid, source, store, _names(args.task), split_reward_options(args.reward), args.seed, overrides,
                      single=not args.grid_mode, force=args.force, retry_failed=args.retry_failed)
-    config = resolved_config(grid.name, [(cell.label.split()[2], cell.config) for cell in plan.cells])
+    config = resolved_config(grid.name, [(cell.strategy, cell.config) for cell in plan.cells])
     if args.dry_run:
         print(compact_yaml(config))
         print_plan(plan, store, args.jobs, waiting_on_parent(plan))

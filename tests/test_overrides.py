@@ -87,7 +87,7 @@ def test_reward_specs_on_the_command_line(tmp_path):
     (cell,) = single.cells
     assert (cell.config.reward, cell.config.reward_params) == ("focal", {"gamma": 1.0})
     swept = make_plan(grid, FakeSource(), Store(tmp_path / "s"), tasks=["sentiment"], rewards=["ce", "focal:gamma=[0,2]"])
-    assert [c.label.split()[2] for c in swept.cells] == ["ce", "focal[gamma=0]", "focal[gamma=2]"]
+    assert [c.strategy for c in swept.cells] == ["ce", "focal[gamma=0]", "focal[gamma=2]"]
     with pytest.raises(ConfigError, match="gama"):
         make_plan(grid, FakeSource(), Store(tmp_path / "s"), rewards=["focal:gama=1"])
 

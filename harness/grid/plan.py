@@ -28,6 +28,7 @@ class Cell:
     config: RunConfig
     state: str  # DONE, TO_RUN, RETRY or FORCED
     stored: str | None  # the stored record's status (completed, failed, refused), None if none
+    strategy: str = ""  # the grid's name for its reward cell: `focal`, or `focal[gamma=1]` in a sweep
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def make_plan(grid: Grid, source: DataSource, store: Store, tasks: list[str] | N
         else:
             state = DONE
         label = f"[{i}/{len(runs)}] {cfg.task} {name} seed {cfg.seed} ({cfg.run_hash()})"
-        cells.append(Cell(label, cfg, state, stored))
+        cells.append(Cell(label, cfg, state, stored, name))
     return Plan(grid, tuple(cells))
 
 

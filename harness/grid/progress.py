@@ -70,21 +70,18 @@ def estimate(task: str, cell: str, times: dict[tuple[str, str], list[float]]) ->
     return Estimate(GUESS_SECONDS, False, "guess: no stored run of this task")
 
 
-def cell_of(plan_label: str) -> str:
-    """The cell name in a plan label `[i/n] task cell seed s (hash)`."""
-    return plan_label.split()[2]
-
-
-def print_plan(plan: Plan, store: Store, jobs: int | None, waiting: set[str], out: TextIO = sys.stdout) -> float:
+def print_plan(plan: Plan, store: Store, jobs: int | None, waiting: set[str], out: TextIO | None = None) -> float:
     """One line per cell: done, to run (with its estimate) or waiting on its parent run; then the
-    total. `waiting`: run hashes of cells whose parent is itself still to run. Returns the total seconds."""
+    total, to `out` (default: stdout). `waiting`: run hashes of cells whose parent is itself still to
+    run. Returns the total seconds."""
+    out = out or sys.stdout
     times = measured_times(store.records())
     total, guessed = 0.0, 0
     for cell in plan.cells:
         if cell.state == DONE:
             print(f"  done     {cell.label}: {cell.stored}", file=out)
             continue
-        est = estimate(cell.config.task, cell_of(cell.label), times)
+        est = estimate(cell.config.task, cell.strategy, times)
         total += est.seconds
         guessed += not est.measured
         state = "waiting" if cell.config.run_hash() in waiting else "to run"

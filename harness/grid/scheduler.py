@@ -182,7 +182,7 @@ def run_session(plan: Plan, store: Store, source: DataSource, command: str, exec
     from harness.environment import environment
     from harness.grid.monitor import DeviceMonitor
     from harness.grid.pool import default_jobs
-    from harness.grid.progress import cell_of, estimate, measured_times
+    from harness.grid.progress import estimate, measured_times
     from harness.include import load
 
     runs = [(cell.label, cell.config) for cell in plan.todo]
@@ -193,8 +193,8 @@ def run_session(plan: Plan, store: Store, source: DataSource, command: str, exec
     initializer = functools.partial(load, list(includes)) if includes else None
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     times = measured_times(store.records())
-    watch = GridProgress(len(runs), {i: estimate(cfg.task, cell_of(label), times).seconds / (jobs or 1)
-                                     for i, (label, cfg) in enumerate(runs)},
+    watch = GridProgress(len(runs), {i: estimate(cell.config.task, cell.strategy, times).seconds / (jobs or 1)
+                                     for i, cell in enumerate(plan.todo)},
                          bars=progress and sys.stderr.isatty())
     with DeviceMonitor() as monitor:
         statuses = run_grid(runs, store, source, jobs=jobs or 1, progress=progress, initializer=initializer,
