@@ -47,6 +47,18 @@ def build() -> dict[str, Any]:
     }
 
 
+def preset_summary(name: str) -> dict[str, Any]:
+    """A preset's name, tasks, reward cells and seeds, read without checking it (the presets are
+    tested) and without the registries."""
+    from harness.config import preset_path, read_grid_file
+    from harness.overrides import expand_sweep
+
+    raw = read_grid_file(preset_path(name))
+    rewards = raw.get("rewards") or []
+    cells = [c for r in rewards for c in (expand_sweep(r, rewards[r] or {}) if isinstance(rewards, dict) else [r])]
+    return {"name": name, "tasks": raw.get("tasks", []), "rewards": cells, "seeds": raw.get("seeds", [1])}
+
+
 def load() -> dict[str, Any]:
     """The stored catalogue (no torch)."""
     return json.loads(PATH.read_text(encoding="utf-8"))

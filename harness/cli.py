@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import logging
 import re
@@ -10,14 +9,9 @@ import shlex
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.config import ConfigError, list_presets, load_grid, preset_path
 from harness.store import default_store
-
-if TYPE_CHECKING:
-    from harness.store import Store
-    from harness.trackers import Tracker
 
 log = logging.getLogger("harness")
 
@@ -47,7 +41,7 @@ def cmd_list(args: argparse.Namespace) -> None:
         info = catalog.build()
     else:
         info = catalog.load()
-    info["presets"] = [_preset_summary(name) for name in list_presets()]
+    info["presets"] = [catalog.preset_summary(name) for name in list_presets()]
     if args.json:
         print(json.dumps(info, indent=1, default=str))
         return
@@ -68,17 +62,6 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("\npresets (grids shipped with the harness):")
     for g in info["presets"]:
         print(f"  {g['name']:<8} tasks {', '.join(g['tasks'])}; rewards {', '.join(g['rewards'])}; seeds {g['seeds']}")
-
-
-def _preset_summary(name: str) -> dict[str, object]:
-    """A preset's name, tasks, reward cells and seeds, read without checking (the presets are tested)."""
-    from harness.config import read_grid_file
-    from harness.overrides import expand_sweep
-
-    raw = read_grid_file(preset_path(name))
-    rewards = raw.get("rewards") or []
-    cells = [c for r in rewards for c in (expand_sweep(r, rewards[r] or {}) if isinstance(rewards, dict) else [r])]
-    return {"name": name, "tasks": raw.get("tasks", []), "rewards": cells, "seeds": raw.get("seeds", [1])}
 
 
 def _choose_grid(args: argparse.Namespace) -> Path:
@@ -114,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from harness.overrides import compact_yaml, resolved_config, split_reward_options
     from harness.run.data import DataSource, default_data_dir
     from harness.store import Store
-    from harness.trackers import log_record, open_trackers
+    from harness.trackers import log_record, open_trackers, upload_grid_report
 
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
@@ -163,24 +146,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                           device=args.device, config=config,
                           on_record=[functools.partial(log_record, trackers, group=grid.name)] if trackers else [])
     log.info("%s: %s", grid.name, summary_line(session, session["runs"]))
-    if any(t.artifacts for t in trackers):
-        _upload_grid_report(trackers, store, grid.name)
-
-
-def _upload_grid_report(trackers: list["Tracker"], store: "Store", grid: str) -> None:
-    """At the end of a grid: its report (the runs its sessions ran) under `<store>/reports/<grid>`,
-    uploaded to the trackers that keep artifacts."""
-    from harness.report.filters import Filters
-    from harness.report.writers import write_report
-    from harness.trackers import log_report
-
-    records = Filters(grid=grid).select(store)
-    if not any(r.status == "completed" for r in records):
-        return
-    out = store.root / "reports" / grid
-    write_report(store, out, echo=False, records=records)
-    log_report(trackers, out, grid)
-    log.info("report of grid %s in %s, uploaded to the trackers", grid, out)
+    upload_grid_report(trackers, store, grid.name)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

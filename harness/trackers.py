@@ -12,6 +12,7 @@ adapter imports its package when used: `pip install 'reward-harness[track]'` ins
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Callable, Protocol
 
 from harness.config import ConfigError
 from harness.overrides import cell_name, compact_yaml
-from harness.store import RunRecord
+from harness.store import RunRecord, Store
 
 
 class Tracker(Protocol):
@@ -204,6 +205,21 @@ def log_record(trackers: list[Tracker], record: RunRecord, group: str) -> None:
         for step, metrics in run_events(record):
             tracker.log(metrics, step)
         tracker.finish()
+
+
+def upload_grid_report(trackers: list[Tracker], store: Store, grid: str) -> None:
+    """At the end of a grid, where a tracker keeps artifacts: the grid's report (the runs its
+    sessions ran) written under `<store>/reports/<grid>` and uploaded."""
+    from harness.report.filters import Filters
+    from harness.report.writers import write_report
+
+    records = Filters(grid=grid).select(store)
+    if not any(t.artifacts for t in trackers) or not any(r.status == "completed" for r in records):
+        return
+    out = store.root / "reports" / grid
+    write_report(store, out, echo=False, records=records)
+    log_report(trackers, out, grid)
+    logging.getLogger("harness").info("report of grid %s in %s, uploaded to the trackers", grid, out)
 
 
 def log_report(trackers: list[Tracker], out: Path, group: str) -> None:

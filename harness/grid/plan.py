@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import ConfigError, Grid, RunConfig, settings_from
+from harness.config import ConfigError, Grid, RunConfig, check_reward_params, settings_from
 from harness.overrides import expand_sweep, parse_reward_spec, strategy_of
 from harness.run.data import DataSource
 from harness.store import Store
@@ -115,7 +115,6 @@ def with_reward_specs(grid: Grid, specs: list[str], single: bool) -> tuple[Grid,
     A spec with parameters (`focal:gamma=1`, or a sweep `focal:gamma=[0.5,1]`) adds its cells with
     those parameters; a bare name adds the strategy with its default parameters in a single run
     (`single`) and only filters the grid's cells otherwise."""
-    from harness.config import check_reward_params
     from rewards.base import build_reward
 
     added: dict[str, dict[str, Any]] = {}
