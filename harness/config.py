@@ -211,16 +211,14 @@ def load_grid(path: Path, sets: list[str] | tuple[str, ...] = ()) -> Grid:
     (`harness.overrides.apply_sets`); every error names the file and the offending key. A reward
     parameter given as a list is a sweep: one cell per value (`harness.overrides.expand_sweep`)."""
     from harness.overrides import apply_sets, expand_sweep, strategy_of
-    from rewards.base import REWARDS, build_reward
+    from rewards.base import build_reward
     from tasks.base import get_task
 
     raw = read_grid_file(path)
     _check_keys(str(path), raw, _GRID_KEYS)
     includes = _load_includes(path, raw.get("include"))  # before the names: it may register some
     if sets:
-        import rewards  # noqa: F401  (registers the built-in strategies, whose parameters --set may name)
-
-        raw = apply_sets(raw, list(sets), {n: [f.name for f in dataclasses.fields(c)] for n, c in REWARDS.items()})
+        raw = apply_sets(raw, list(sets), _strategy_parameters())
     train = raw.get("train") or {}
     if not isinstance(train, dict):
         raise ConfigError(f"{path}: 'train' must be a mapping")
@@ -258,6 +256,14 @@ def load_grid(path: Path, sets: list[str] | tuple[str, ...] = ()) -> Grid:
         raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
     return Grid(name=str(raw.get("name", Path(path).stem)), tasks=tuple(tasks), rewards=cells,
                 seeds=tuple(seeds), settings=settings, source=str(path), includes=tuple(includes))
+
+
+def _strategy_parameters() -> dict[str, list[str]]:
+    """Every registered strategy's parameter names (what `--set rewards.NAME.PARAM` may name)."""
+    import rewards  # noqa: F401  (registers the built-in strategies)
+    from rewards.base import REWARDS
+
+    return {name: [f.name for f in dataclasses.fields(cls)] for name, cls in REWARDS.items()}
 
 
 def _load_includes(path: Path, given: Any) -> list[str]:

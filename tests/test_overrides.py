@@ -22,12 +22,12 @@ class FakeSource:
         return {"kind": "fake", "task": task.name}
 
 
-def _grid(tmp_path, rewards="{ce: {}, focal: {gamma: [0.5, 1, 2]}}"):
+def _grid(tmp_path, strategies="{ce: {}, focal: {gamma: [0.5, 1, 2]}}"):
     path = tmp_path / "g.yaml"
     path.write_text(textwrap.dedent(f"""\
         name: sweep
         tasks: [sentiment, translation]
-        rewards: {rewards}
+        rewards: {strategies}
         seeds: [1]
         train: {{epochs: 1, per_task: {{translation: {{batch_size: 8}}}}}}
         """))

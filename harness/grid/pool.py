@@ -17,6 +17,7 @@ as `failed`; the grid goes on.
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import os
 import signal
@@ -105,7 +106,7 @@ class Pool:
         return self.jobs
 
     def __enter__(self) -> "Pool":
-        print(f"pool: {self.jobs} workers, {self._threads()} CPU threads each", file=sys.stderr)
+        logging.getLogger("harness").info("pool: %d workers, %d CPU threads each", self.jobs, self._threads())
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:

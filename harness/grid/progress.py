@@ -12,6 +12,8 @@ plain line per finished run and the grid line after it.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import statistics
 import sys
 import time
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, TextIO
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from harness.grid.plan import DONE, Plan
 from harness.overrides import cell_name
@@ -107,9 +110,11 @@ class GridProgress:
     started_at: float = field(default_factory=time.time)
     _grid: Any = None
     _runs: dict[int, Any] = field(default_factory=dict)  # token -> its tqdm line
+    _logging: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def __post_init__(self) -> None:
-        if self.bars:
+        if self.bars:  # the harness's log messages are written above the bars, not through them
+            self._logging.enter_context(logging_redirect_tqdm([logging.getLogger("harness")]))
             self._grid = tqdm(total=self.total, position=0, dynamic_ncols=True, desc="grid",
                               bar_format="{desc}: {n_fmt}/{total_fmt} done{postfix} [{elapsed}]")
             self._refresh()
@@ -140,6 +145,7 @@ class GridProgress:
             bar.close()
         if self._grid is not None:
             self._grid.close()
+        self._logging.close()
 
     def eta(self) -> float:
         """Seconds left: the elapsed time per finished run times the runs left, or before the first

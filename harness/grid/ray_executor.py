@@ -18,9 +18,9 @@ Ray is an optional extra (`pip install '.[ray]'`); it is imported only here.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +107,7 @@ class RayBackend:
             self.__exit__()
             raise
         self._task = ray.remote(execute).options(num_cpus=1, num_gpus=self.gpus_per_run, max_retries=1)
-        print(f"ray: {self.gpus_per_run:g} GPU per run; cluster {ray.cluster_resources()}", file=sys.stderr)
+        logging.getLogger("harness").info("ray: %g GPU per run; cluster %s", self.gpus_per_run, ray.cluster_resources())
         return self
 
     def __exit__(self, *exc: Any) -> None:
