@@ -32,9 +32,17 @@ def test_bars_on_a_terminal_show_the_grid_and_each_running_run(capsys):
                                                                                       "seed": 1}, "boom"))
     progress.close()
     err = capsys.readouterr().err
-    assert "[2/3] ner focal seed 1 (def)" in err and "[1/3] ner ce seed 1 (abc): failed: boom" in err
+    assert "  [2/3] ner focal seed 1 (def): running since" in err and "[1/3] ner ce seed 1 (abc): failed: boom" in err
     assert re.search(r"grid: 1/3 done, 1 failed, ETA", err)
     assert progress.done == 1 and progress.failed == 1
+
+
+def test_log_lines_for_runs_started_at_once(capsys):
+    progress = GridProgress(2, bars=False)
+    progress.started(0, "[1/2] ner ce seed 1 (abc)", parallel=True)
+    progress.started(1, "[2/2] ner ce seed 2 (def)", parallel=False)  # in-process: the run prints its epochs
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"\[1/2\] ner ce seed 1 \(abc\): started \d\d:\d\d:\d\d\n", err)
 
 
 def test_durations():

@@ -120,10 +120,16 @@ class GridProgress:
             self._refresh()
 
     def started(self, token: int, label: str, parallel: bool) -> None:
-        """A run was handed to a worker; with several at once it gets a line of its own."""
-        if self.bars and parallel and len(self._runs) < MAX_RUN_LINES:
-            self._runs[token] = tqdm(total=0, desc=label, leave=False, dynamic_ncols=True,
-                                     bar_format="  {desc} [{elapsed}]")
+        """A run was handed to a worker; with several at once it gets a line of its own (in a log:
+        a line saying it started)."""
+        if not parallel:
+            return  # the run draws its own bar, or prints its epochs
+        since = time.strftime("%H:%M:%S")
+        if not self.bars:
+            print(f"{label}: started {since}", file=sys.stderr)
+        elif len(self._runs) < MAX_RUN_LINES:
+            self._runs[token] = tqdm(total=0, desc=f"{label}: running since {since}", leave=False,
+                                     dynamic_ncols=True, bar_format="  {desc}")
 
     def finished(self, token: int, line: str, record: RunRecord) -> None:
         self.done += 1
