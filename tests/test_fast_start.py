@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,16 @@ def test_no_torch_for_help_and_list(argv):
     heavy, out = _probe(*argv)
     assert heavy == [], f"{' '.join(argv)} imported {heavy}"
     assert out.strip()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"]])
+def test_under_a_second_of_cpu_time(argv):
+    """The interpreter's own start-up included (about 0.1 s here, against 2-3 s with torch)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-m", "harness", *argv], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                   capture_output=True, check=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) < 1.0
 
 
 def test_list_json_matches_the_text_listing():
