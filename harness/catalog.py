@@ -4,13 +4,15 @@ their parameters and docstrings), model aliases and report formats, kept in `cat
 Reading the registries means importing every strategy, and with them torch (about two seconds);
 `list` and `--help` should answer at once, so they read this file instead. It is generated from the
 registries (`python -m harness.catalog` rewrites it) and `tests/test_fast_start.py` fails, naming
-that command, when it no longer matches them. With `--include`, `list` reads the live registries
-(the included code is imported anyway) so what it registers is shown too.
+that command, when it no longer matches them. Where the registries are loaded already (`--include`
+imported code, or a program registered a strategy or a report writer before calling
+`harness.cli.main`), `list` reads them instead, so what was registered is shown too.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,11 @@ def preset_summary(name: str) -> dict[str, Any]:
     rewards = raw.get("rewards") or []
     cells = [c for r in rewards for c in (expand_sweep(r, rewards[r] or {}) if isinstance(rewards, dict) else [r])]
     return {"name": name, "tasks": raw.get("tasks", []), "rewards": cells, "seeds": raw.get("seeds", [1])}
+
+
+def registries_loaded() -> bool:
+    """Whether the live registries are imported (and torch with them): then they are the truth."""
+    return any(module in sys.modules for module in ("rewards.base", "tasks.base", "harness.report.writers"))
 
 
 def load() -> dict[str, Any]:

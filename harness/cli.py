@@ -36,11 +36,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
     from harness import catalog
 
-    if args.include:  # the included code is imported anyway: read the live registries, which hold it
-        _include(args)
-        info = catalog.build()
-    else:
-        info = catalog.load()
+    _include(args)
+    info = catalog.build() if catalog.registries_loaded() else catalog.load()
     info["presets"] = [catalog.preset_summary(name) for name in list_presets()]
     if args.json:
         print(json.dumps(info, indent=1, default=str))

@@ -83,8 +83,9 @@ def make_plan(grid: Grid, source: DataSource, store: Store, tasks: list[str] | N
               retry_failed: bool = False) -> Plan:
     """The cells of `grid` (filtered by tasks, rewards, seeds; settings overridden), each with its
     state in `store`. `rewards`: `--reward` specs (`with_reward_specs`). `single`: one cell asked for
-    outside `--grid`, whose strategy need not be in the grid (it then runs with its default parameters). Describing the data reads (checksums) the local
-    files of every task asked for, so a missing file fails here, before anything runs."""
+    outside `--grid`, whose strategy need not be in the grid (it then runs with its default
+    parameters). Describing the data reads (checksums) the local files of every task asked for, so a
+    missing file fails here, before anything runs."""
     grid, rewards = with_reward_specs(grid, rewards or [], single)
     from tasks.base import get_task
 

@@ -4,7 +4,8 @@
 `backend.capacity` at a time, and waits for the next finished one; a cell whose strategy starts from
 another run's checkpoint (`init_from`, e.g. the sampling strategies from `ce`) is handed out only
 after that run has finished, when the parent is part of this grid (otherwise at once, from the
-pretrained model if no checkpoint is stored). It prints one line per finished run and counts the
+pretrained model if no checkpoint is stored). It tells a `harness.grid.progress.GridProgress` of
+every start and finish (which prints a line per finished run and the grid's progress) and counts the
 statuses.
 
 Backends (`start(token, cfg)`; `wait()` -> the next `Outcome`; a context manager that stops what

@@ -358,7 +358,8 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
         history.append({"epoch": epoch, "train": means, "validation": val_scores, "train_seconds": seconds,
                         "samples_per_second": samples / seconds if seconds else None})
         if progress:
-            tqdm.write(f"{cfg.task}/{cfg.reward} seed {cfg.seed} epoch {epoch}: loss {means['loss']:.4f}  "
+            tqdm.write(f"{cfg.task}/{cell_name(cfg.reward, cfg.reward_params)} seed {cfg.seed} epoch {epoch}: "
+                       f"loss {means['loss']:.4f}  "
                        f"val {main} {val_scores[main]:.2f}  {samples / seconds:.0f} samples/s", file=sys.stderr)
         if val_scores[main] > best_score:  # select: keep the best epoch's weights
             best_score, best_epoch = val_scores[main], epoch
