@@ -221,8 +221,8 @@ def _format_names(printable: bool = False) -> list[str]:
 
 def _report_to_option(command: argparse.ArgumentParser, what: str) -> None:
     command.add_argument("--report-to", action="append", metavar="TRACKER",
-                         help=f"log {what} to tensorboard, wandb, mlflow and/or trackio (repeat or comma-separate; "
-                              "default none; pip install 'reward-harness[track]')")
+                         help=f"{what} (tensorboard, wandb, mlflow, trackio; repeat or comma-separate; default "
+                              "none; pip install 'reward-harness[track]')")
 
 
 def _include_option(command: argparse.ArgumentParser) -> None:
@@ -264,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="print the resolved configuration and the cells (done, to run, waiting on a parent) "
                           "with estimated times; run nothing")
-    _report_to_option(run, "each run (config, training terms, validation, test)")
+    _report_to_option(run, "log each run (config, training terms, validation, test) to these trackers")
     run.add_argument("--store", default=str(default_store()), help="results store (default $HARNESS_STORE or runs/)")
     run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
@@ -307,7 +307,8 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--filter", action="append", metavar="KEY=VALUES",
                         help="only some runs: task=ner, strategy=ce,focal, grid=NAME, since=2026-11-01 "
                              "(repeatable; all must hold)")
-    _report_to_option(report, "the report folder as an artifact (W&B, MLflow)")
+    _report_to_option(report, "upload the report folder as an artifact to these trackers (those that keep "
+                              "artifacts: wandb, mlflow)")
     _include_option(report)
     report.set_defaults(func=cmd_report)
 

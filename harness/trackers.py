@@ -230,3 +230,6 @@ def log_report(trackers: list[Tracker], out: Path, group: str) -> None:
             tracker.start("report", group, {"report": str(out)})
             tracker.artifact(out)
             tracker.finish()
+        else:
+            logging.getLogger("harness").info("%s keeps no artifacts: the report is not uploaded there",
+                                              type(tracker).__name__)
