@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
+import logging
+import re
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
-import torch
-
 from harness.config import ConfigError, list_presets, load_grid, preset_path
-from harness.grid.monitor import summary_line
-from harness.run.data import DataSource, default_data_dir
-from harness.store import Store, StoreError, default_store
+from harness.store import default_store
+
+log = logging.getLogger("harness")
+
+# Imports torch, transformers or pandas happen inside the commands that need them, so `--help` and
+# `list` start in well under a second (tests/test_fast_start.py).
 
 
 def _names(values: list[str] | None) -> list[str] | None:
@@ -28,33 +32,33 @@ def _include(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from harness.report.writers import WRITERS
-    from harness.run.models import ALIASES
-    from rewards.base import REWARDS
-    from tasks.base import TASKS, get_task
+    import json
+
+    from harness import catalog
 
     _include(args)
-    get_task("ner")  # registers the built-in tasks
+    info = catalog.build() if catalog.registries_loaded() else catalog.load()
+    info["presets"] = [catalog.preset_summary(name) for name in list_presets()]
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+        return
     print("tasks:")
-    for task in TASKS.values():
-        reward = " ".join((task.sentence_score.__doc__ or "").split()) or "(undocumented)"
-        print(f"  {task.name:<14} {task.kind:<15} metric {task.main_metric:<8} model {task.default_model:<14} "
-              f"hub {task.hub_id}  — {task.description}\n  {'':<14} sampling reward: {reward}")
+    for t in info["tasks"]:
+        print(f"  {t['name']:<14} {t['kind']:<15} metric {t['main_metric']:<8} model {t['default_model']:<14} "
+              f"hub {t['hub_id']}  — {t['description']}\n  {'':<14} sampling reward: {t['sampling_reward']}")
     print("\nreward strategies:")
-    for name, cls in REWARDS.items():
-        params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)) or "no parameters"
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:<19} [{cls.family}] {params}\n  {'':<19} {doc}")
+    for r in info["rewards"]:
+        params = ", ".join(f"{p['name']}={p['default']!r}" for p in r["params"]) or "no parameters"
+        print(f"  {r['name']:<19} [{r['family']}] {params}\n  {'':<19} {r['summary']}")
     print("\nmodels (aliases; any Hub id or local path works too):")
-    for alias, what in ALIASES.items():
-        print(f"  {alias:<15} {what}")
+    for m in info["models"]:
+        print(f"  {m['name']:<15} {m['description']}")
     print("\nreport formats (`harness report --format`; * also `harness leaderboard --format`):")
-    for name, writer in WRITERS.items():
-        print(f"  {name + ' *' * (writer.render is not None):<14} {writer.description}")
+    for f in info["formats"]:
+        print(f"  {f['name'] + ' *' * f['printable']:<14} {f['description']}")
     print("\npresets (grids shipped with the harness):")
-    for name in list_presets():
-        grid = load_grid(preset_path(name))
-        print(f"  {name:<8} tasks {', '.join(grid.tasks)}; rewards {', '.join(grid.rewards)}; seeds {list(grid.seeds)}")
+    for g in info["presets"]:
+        print(f"  {g['name']:<8} tasks {', '.join(g['tasks'])}; rewards {', '.join(g['rewards'])}; seeds {g['seeds']}")
 
 
 def _choose_grid(args: argparse.Namespace) -> Path:
@@ -62,16 +66,35 @@ def _choose_grid(args: argparse.Namespace) -> Path:
         return Path(args.grid)
     if args.preset:
         return preset_path(args.preset)
-    if torch.cuda.is_available():
+    import torch
+
+    if torch.cuda.is_available() and args.device != "cpu":
         return preset_path("default")
-    print("No GPU here: running the `smoke` preset (CPU, small data slices, minutes). The real benchmark "
-          "runs on a GPU: `python -m harness run --grid --preset default`.", file=sys.stderr)
+    if args.grid_mode:
+        log.warning("No GPU here: running the `smoke` preset (CPU, small data slices, minutes). The real "
+                    "benchmark runs on a GPU: `python -m harness run --grid --preset default`.")
+    else:
+        log.warning("No GPU here: this run takes the `smoke` preset's settings (small data slices, CPU); "
+                    "`--preset default` takes the full benchmark's, `--grid-file FILE` your own.")
     return preset_path("smoke")
 
 
+def _device(value: str) -> str:
+    """`--device`: cpu, cuda or cuda:N (checked against the machine when the run starts)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected cpu, cuda or cuda:N")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> None:
+    from harness.grid.monitor import summary_line
     from harness.grid.plan import make_plan
+    from harness.grid.progress import print_plan, waiting_on_parent
     from harness.grid.scheduler import run_session
+    from harness.overrides import compact_yaml, resolved_config, split_reward_options
+    from harness.run.data import DataSource, default_data_dir
+    from harness.store import Store
+    from harness.trackers import log_record, open_trackers, upload_grid_report
 
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
@@ -79,36 +102,53 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise ConfigError("--address and --gpus-per-run need --executor ray")
     if args.gpus_per_run is not None and args.gpus_per_run < 0:
         raise ConfigError(f"--gpus-per-run must be 0 or more, got {args.gpus_per_run}")
+    if args.device and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available() or int(args.device.partition(":")[2] or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if args.executor == "ray":
         from harness.grid.ray_executor import import_ray
 
         import_ray()  # missing Ray fails here, before anything is read or written
     if not args.grid_mode and not (args.task and args.reward):
         raise ConfigError("a single run needs --task and --reward (or use --grid for the whole grid)")
+    trackers = open_trackers(_names(args.report_to), Path(args.store))
     includes = _include(args)
-    grid = load_grid(_choose_grid(args))
+    grid = load_grid(_choose_grid(args), args.set or ())
     overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "lr": args.lr,
                                    "batch_size": args.batch_size, "max_train": args.max_train,
                                    "max_eval": args.max_eval}.items() if v is not None}
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     source = DataSource(data_dir=data_dir, hub_variant=args.hub_variant)
-    print(f"grid {grid.name} ({grid.source}); data: {data_dir or 'Hugging Face Hub'}; store: {args.store}",
-          file=sys.stderr)
+    log.info("grid %s (%s); data: %s; store: %s", grid.name, grid.source, data_dir or "Hugging Face Hub", args.store)
     store = Store(args.store)
-    plan = make_plan(grid, source, store, _names(args.task), _names(args.reward), args.seed, overrides,
+    plan = make_plan(grid, source, store, _names(args.task), split_reward_options(args.reward), args.seed, overrides,
                      single=not args.grid_mode, force=args.force, retry_failed=args.retry_failed)
-    for cell in plan.done:
-        print(f"{cell.label}: {cell.stored} already, skipped (--force reruns)", file=sys.stderr)
+    config = resolved_config(grid.name, [(cell.strategy, cell.config) for cell in plan.cells])
+    if args.dry_run:
+        print(compact_yaml(config))
+        print_plan(plan, store, args.jobs, waiting_on_parent(plan))
+        return
+    if plan.done:
+        states = ", ".join(f"{n} {s}" for s, n in Counter(cell.stored for cell in plan.done).items())
+        log.info("%d of %d cells already stored (%s), skipped; --force reruns them, --retry-failed the failed",
+                 len(plan.done), len(plan.cells), states)
     if not plan.todo:
         return
+    log.info("resolved configuration:\n%s", compact_yaml(config).rstrip())
     session = run_session(plan, store, source, command="python -m harness " + shlex.join(sys.argv[1:]),
                           executor=args.executor, jobs=args.jobs, progress=not args.quiet, address=args.address,
-                          gpus_per_run=args.gpus_per_run, includes=list(dict.fromkeys([*includes, *grid.includes])))
-    print(f"{grid.name}: {summary_line(session, session['runs'])}", file=sys.stderr)
+                          gpus_per_run=args.gpus_per_run, includes=list(dict.fromkeys([*includes, *grid.includes])),
+                          device=args.device, config=config,
+                          on_record=[functools.partial(log_record, trackers, group=grid.name)] if trackers else [])
+    log.info("%s: %s", grid.name, summary_line(session, session["runs"]))
+    upload_grid_report(trackers, store, grid.name)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from harness.run import bench
+    from harness.run.data import default_data_dir
 
     _include(args)
     overrides = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -124,15 +164,25 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from harness.report.filters import parse_filters
     from harness.report.writers import write_report
+    from harness.store import Store
+    from harness.trackers import log_report, open_trackers
 
     _include(args)
+    chosen = parse_filters(args.filter or [])
+    trackers = open_trackers(_names(args.report_to), Path(args.store))
+    store = Store(args.store)
     formats = [name for names in args.format for name in names] if args.format else None
-    write_report(Store(args.store), Path(args.out), n_resamples=args.resamples, formats=formats)
+    write_report(store, Path(args.out), n_resamples=args.resamples, formats=formats,
+                 records=chosen.select(store) if args.filter else None)
+    if trackers:
+        log_report(trackers, Path(args.out), chosen.grid or "report")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
     from harness.report.writers import print_leaderboards
+    from harness.store import Store
 
     _include(args)
     print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples)
@@ -149,6 +199,35 @@ def _report_formats(value: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _printable_format(value: str) -> str:
+    """`leaderboard --format`: a format that can be printed (aliases resolved)."""
+    from harness.report.writers import canonical, formats
+
+    name = canonical(value)
+    if name not in formats(printable=True):
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from "
+                                         f"{', '.join(map(repr, formats(printable=True)))})")
+    return name
+
+
+def _format_names(printable: bool = False) -> list[str]:
+    """Report formats for the help text: the registry's if it is loaded (writers registered by
+    the caller count), else the catalogue's (without importing pandas and torch)."""
+    if "harness.report.writers" in sys.modules:
+        from harness.report.writers import formats
+
+        return formats(printable)
+    from harness import catalog
+
+    return [f["name"] for f in catalog.load()["formats"] if f["printable"] or not printable]
+
+
+def _report_to_option(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument("--report-to", action="append", metavar="TRACKER",
+                         help=f"{what} (tensorboard, wandb, mlflow, trackio; repeat or comma-separate; default "
+                              "none; pip install 'reward-harness[track]')")
+
+
 def _include_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("--include", action="append", metavar="PATH",
                          help="import this .py file or folder first, for the tasks and reward strategies it "
@@ -156,11 +235,10 @@ def _include_option(command: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from harness.report.writers import canonical, formats
-
     top = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="tasks, reward strategies, models, report formats and presets")
+    listing.add_argument("--json", action="store_true", help="the same information as JSON")
     _include_option(listing)
     listing.set_defaults(func=cmd_list)
 
@@ -170,7 +248,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help=f"a shipped grid: {', '.join(list_presets())} "
                                       "(default: `default` on a GPU, `smoke` otherwise)")
     run.add_argument("--task", action="append", help="only these tasks (repeat or comma-separate)")
-    run.add_argument("--reward", action="append", help="only these reward strategies")
+    run.add_argument("--reward", action="append",
+                     help="only these reward strategies (cells); NAME:param=value,... adds the strategy with "
+                          "those parameters (a list value, gamma=[0.5,1], sweeps it)")
     run.add_argument("--seed", action="append", type=int, help="only these seeds (repeat for several)")
     run.add_argument("--model", help="model alias, Hub id or local path for every task")
     run.add_argument("--epochs", type=int)
@@ -180,10 +260,18 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-eval", type=int, help="use the first N validation and test rows")
     run.add_argument("--data-dir", help="local data folder (default $HARNESS_DATA_DIR; unset: the Hub)")
     run.add_argument("--hub-variant", help="an alternative Hub data set of the task (e.g. wmt16, xsum)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a grid setting: train.patience=3, train.per_task.translation.batch_size=16, "
+                          "rewards.focal.gamma=1.0, seeds=[1,2] (values are YAML; repeatable)")
+    run.add_argument("--device", type=_device, help="cpu, cuda or cuda:N (default: cuda where there is one)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved configuration and the cells (done, to run, waiting on a parent) "
+                          "with estimated times; run nothing")
+    _report_to_option(run, "log each run (config, training terms, validation, test) to these trackers")
     run.add_argument("--store", default=str(default_store()), help="results store (default $HARNESS_STORE or runs/)")
     run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress bars (bars are only drawn on a terminal)")
     run.add_argument("--jobs", type=int, help="runs at once, each in a worker process (default: as many as "
                                               "the free GPU memory holds; 1 on CPU)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -221,15 +309,20 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="results")
     report.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
     report.add_argument("--format", action="append", type=_report_formats, metavar="FORMAT",
-                        help=f"write only these formats (repeat or comma-separate): {', '.join(formats())} "
+                        help=f"write only these formats (repeat or comma-separate): {', '.join(_format_names())} "
                              "(default: all; `harness list` says what each writes)")
+    report.add_argument("--filter", action="append", metavar="KEY=VALUES",
+                        help="only some runs: task=ner, strategy=ce,focal, grid=NAME, since=2026-11-01 "
+                             "(repeatable; all must hold)")
+    _report_to_option(report, "upload the report folder as an artifact to these trackers (those that keep "
+                              "artifacts: wandb, mlflow)")
     _include_option(report)
     report.set_defaults(func=cmd_report)
 
     board = sub.add_parser("leaderboard", help="print the overall and per-task leaderboards (writes no files)")
     board.add_argument("--store", default=str(default_store()))
     board.add_argument("--task", action="append", help="only these tasks (repeat or comma-separate)")
-    board.add_argument("--format", choices=formats(printable=True), type=canonical, default="md",
+    board.add_argument("--format", type=_printable_format, default="md", metavar="{" + ",".join(_format_names(True)) + "}",
                        help="what to print (default md; latex is tex)")
     board.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
     _include_option(board)
@@ -238,11 +331,40 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from harness.report import ReportError
-    from tasks.formats import DataFormatError
-
     args = parser().parse_args(argv)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):  # the harness's own messages, to stderr
+        log.addHandler(_StderrHandler())
+        log.setLevel(logging.INFO)
+        log.propagate = False  # once, whatever handlers the root logger has
     try:
         args.func(args)
-    except (ConfigError, StoreError, DataFormatError, ReportError) as err:  # each names the file, line or key
-        sys.exit(f"error: {err}")
+    except Exception as err:
+        if isinstance(err, _user_errors()):  # each names the file, line or key: no traceback
+            sys.exit(f"error: {err}")
+        raise
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Messages to whatever `sys.stderr` is when they are logged (tests and tools replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix; imported only once one is raised (tasks.formats
+    imports every task and its metric libraries)."""
+    from harness.report import ReportError
+    from harness.store import StoreError
+    from tasks.formats import DataFormatError
+
+    return ConfigError, StoreError, DataFormatError, ReportError

@@ -100,7 +100,7 @@ def identity_hash(identity: dict[str, Any]) -> str:
 class Grid:
     name: str
     tasks: tuple[str, ...]
-    rewards: dict[str, dict[str, Any]]
+    rewards: dict[str, dict[str, Any]]  # cell name (`focal`, or `focal[gamma=1]` in a sweep) -> parameters
     seeds: tuple[int, ...]
     settings: dict[str, TrainSettings]  # per task
     source: str  # the file it came from
@@ -153,7 +153,7 @@ def settings_from(where: str, values: dict[str, Any], base: TrainSettings | None
     return dataclasses.replace(base or TrainSettings(), **checked)
 
 
-def _reward_params(where: str, name: str, params: Any) -> dict[str, Any]:
+def check_reward_params(where: str, name: str, params: Any) -> dict[str, Any]:
     """A strategy's parameters as a dict, numbers checked and made floats where the strategy declares
     float (YAML reads 1e-3, without a dot, as a string); range checks are the strategy's own."""
     import rewards  # noqa: F401  (registers the built-in strategies)
@@ -169,18 +169,26 @@ def _reward_params(where: str, name: str, params: Any) -> dict[str, Any]:
     checked = {}
     for key, value in params.items():
         kind = types.get(key, "")
-        if "float" in kind and not isinstance(value, bool):
-            if isinstance(value, (int, float)):
-                value = float(value)
-            elif isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
-        if ("float" in kind or "int" in kind) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"{where}: parameter {key} must be a number, got {value!r}")
-        checked[key] = value
+        if isinstance(value, list):  # a sweep (harness.overrides.expand_sweep): each value checked
+            checked[key] = [_number(where, key, kind, v) for v in value]
+        else:
+            checked[key] = _number(where, key, kind, value)
     return checked
+
+
+def _number(where: str, key: str, kind: str, value: Any) -> Any:
+    """A parameter value, made a float where the strategy declares float; numbers checked."""
+    if "float" in kind and not isinstance(value, bool):
+        if isinstance(value, (int, float)):
+            value = float(value)
+        elif isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+    if ("float" in kind or "int" in kind) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{where}: parameter {key} must be a number, got {value!r}")
+    return value
 
 
 def preset_path(name: str) -> Path:
@@ -194,19 +202,30 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
-def load_grid(path: Path) -> Grid:
-    """Parses and checks a grid file; every error names the file and the offending key."""
-    from rewards.base import build_reward
-    from tasks.base import get_task
-
+def read_grid_file(path: Path) -> dict[str, Any]:
+    """A grid file's YAML mapping, unchecked (`load_grid` checks it)."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: cannot read the grid: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a grid is a YAML mapping with keys {', '.join(sorted(_GRID_KEYS))}")
+    return raw
+
+
+def load_grid(path: Path, sets: list[str] | tuple[str, ...] = ()) -> Grid:
+    """Parses and checks a grid file, with the dotted `--set` overrides applied first
+    (`harness.overrides.apply_sets`); every error names the file and the offending key. A reward
+    parameter given as a list is a sweep: one cell per value (`harness.overrides.expand_sweep`)."""
+    from harness.overrides import apply_sets, expand_sweep, strategy_of
+    from rewards.base import build_reward
+    from tasks.base import get_task
+
+    raw = read_grid_file(path)
     _check_keys(str(path), raw, _GRID_KEYS)
     includes = _load_includes(path, raw.get("include"))  # before the names: it may register some
+    if sets:
+        raw = apply_sets(raw, list(sets), _strategy_parameters())
     train = raw.get("train") or {}
     if not isinstance(train, dict):
         raise ConfigError(f"{path}: 'train' must be a mapping")
@@ -231,17 +250,27 @@ def load_grid(path: Path) -> Grid:
         rewards = {r: {} for r in rewards}
     if not isinstance(rewards, dict) or not rewards:
         raise ConfigError(f"{path}: 'rewards' must be a list of strategy names or a mapping name -> parameters")
-    rewards = {name: _reward_params(f"{path}: rewards.{name}", name, params) for name, params in rewards.items()}
+    cells: dict[str, dict[str, Any]] = {}
     for name, params in rewards.items():
+        cells.update(expand_sweep(name, check_reward_params(f"{path}: rewards.{name}", name, params)))
+    for name, params in cells.items():
         try:
-            build_reward(name, params)
+            build_reward(strategy_of(name), params)
         except (KeyError, ValueError, TypeError) as err:
             raise ConfigError(f"{path}: rewards.{name}: {err.args[0] if err.args else err}") from None
     seeds = raw.get("seeds", [1])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
-    return Grid(name=str(raw.get("name", Path(path).stem)), tasks=tuple(tasks), rewards=rewards,
+    return Grid(name=str(raw.get("name", Path(path).stem)), tasks=tuple(tasks), rewards=cells,
                 seeds=tuple(seeds), settings=settings, source=str(path), includes=tuple(includes))
+
+
+def _strategy_parameters() -> dict[str, list[str]]:
+    """Every registered strategy's parameter names (what `--set rewards.NAME.PARAM` may name)."""
+    import rewards  # noqa: F401  (registers the built-in strategies)
+    from rewards.base import REWARDS
+
+    return {name: [f.name for f in dataclasses.fields(cls)] for name, cls in REWARDS.items()}
 
 
 def _load_includes(path: Path, given: Any) -> list[str]:

@@ -54,7 +54,7 @@ def load_warning(load: float | None = None, cores: int | None = None) -> str | N
     cores = cores or os.cpu_count() or 1
     if load < 0.5 * cores:
         return None
-    return (f"warning: load average {load:.1f} on {cores} cores before starting: other processes are using the "
+    return (f"load average {load:.1f} on {cores} cores before starting: other processes are using the "
             "CPU, so runs will be slower and their timings not comparable; wait for them, or lower --jobs")
 
 

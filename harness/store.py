@@ -17,11 +17,12 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 from harness.config import identity_hash
+
+if TYPE_CHECKING:  # torch only for checkpoints, imported there: `harness list` and `--help` stay fast
+    import torch
 
 SCHEMA_VERSION = 1
 

@@ -117,7 +117,7 @@ def test_valid_run_reaches_the_runner(store, capsys, data_dir, monkeypatch):
     a strategy outside the grid runs with its default parameters, and a stored cell is skipped."""
     seen = []
 
-    def fake_runner(cfg, store_, source, progress=True):
+    def fake_runner(cfg, store_, source, progress=True, device=None):
         seen.append(cfg)
         return RunRecord.refused(cfg, "fake runner")
 

@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import ConfigError, Grid, RunConfig, settings_from
+from harness.config import ConfigError, Grid, RunConfig, check_reward_params, settings_from
+from harness.overrides import expand_sweep, parse_reward_spec, strategy_of
 from harness.run.data import DataSource
 from harness.store import Store
 
@@ -27,6 +28,7 @@ class Cell:
     config: RunConfig
     state: str  # DONE, TO_RUN, RETRY or FORCED
     stored: str | None  # the stored record's status (completed, failed, refused), None if none
+    strategy: str = ""  # the grid's name for its reward cell: `focal`, or `focal[gamma=1]` in a sweep
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,22 @@ def expand(grid: Grid, data: dict[str, dict[str, Any]], tasks: list[str] | None 
            rewards: list[str] | None = None, seeds: list[int] | None = None,
            overrides: dict[str, Any] | None = None) -> list[RunConfig]:
     """Every task x reward x seed cell, filtered; strategies that start from another run come last."""
+    return [cfg for _, cfg in named_runs(grid, data, tasks, rewards, seeds, overrides)]
+
+
+def named_runs(grid: Grid, data: dict[str, dict[str, Any]], tasks: list[str] | None = None,
+               rewards: list[str] | None = None, seeds: list[int] | None = None,
+               overrides: dict[str, Any] | None = None) -> list[tuple[str, RunConfig]]:
+    """`expand` with each run's reward cell name (`focal`, or `focal[gamma=1]` in a sweep). A
+    `rewards` filter names cells or strategies (`focal` selects every `focal[...]` cell)."""
     for wanted, known, what in ((tasks, grid.tasks, "task"), (rewards, grid.rewards, "reward")):
         for name in wanted or []:
-            if name not in known:
+            if name not in known and not any(strategy_of(k) == name for k in known):
                 raise ConfigError(f"{what} {name!r} is not in grid {grid.source}; it has: {', '.join(known)}")
     from rewards.base import REWARDS
 
-    names = [r for r in grid.rewards if not rewards or r in rewards]
-    names.sort(key=lambda r: REWARDS[r].init_from is not None)
+    names = [r for r in grid.rewards if not rewards or r in rewards or strategy_of(r) in rewards]
+    names.sort(key=lambda r: REWARDS[strategy_of(r)].init_from is not None)
     runs = []
     for reward in names:
         for task in grid.tasks:
@@ -62,8 +72,8 @@ def expand(grid: Grid, data: dict[str, dict[str, Any]], tasks: list[str] | None 
                 continue
             settings = settings_from("command line", overrides or {}, grid.settings[task])
             for seed in seeds or grid.seeds:
-                runs.append(RunConfig(task=task, reward=reward, seed=seed, settings=settings,
-                                      reward_params=grid.rewards[reward], data=data[task]))
+                runs.append((reward, RunConfig(task=task, reward=strategy_of(reward), seed=seed, settings=settings,
+                                               reward_params=grid.rewards[reward], data=data[task])))
     return runs
 
 
@@ -72,20 +82,20 @@ def make_plan(grid: Grid, source: DataSource, store: Store, tasks: list[str] | N
               overrides: dict[str, Any] | None = None, single: bool = False, force: bool = False,
               retry_failed: bool = False) -> Plan:
     """The cells of `grid` (filtered by tasks, rewards, seeds; settings overridden), each with its
-    state in `store`. `single`: one cell asked for outside `--grid`, whose strategy need not be in the
-    grid (it then runs with its default parameters). Describing the data reads (checksums) the local
-    files of every task asked for, so a missing file fails here, before anything runs."""
-    if single:
-        grid = _with_strategies(grid, rewards or [])
+    state in `store`. `rewards`: `--reward` specs (`with_reward_specs`). `single`: one cell asked for
+    outside `--grid`, whose strategy need not be in the grid (it then runs with its default
+    parameters). Describing the data reads (checksums) the local files of every task asked for, so a
+    missing file fails here, before anything runs."""
+    grid, rewards = with_reward_specs(grid, rewards or [], single)
     from tasks.base import get_task
 
     try:
         data = {task: source.describe(get_task(task)) for task in grid.tasks if not tasks or task in tasks}
     except KeyError as err:  # an unknown --hub-variant
         raise ConfigError(err.args[0]) from None
-    runs = expand(grid, data, tasks, rewards, seeds, overrides)
+    runs = named_runs(grid, data, tasks, rewards or None, seeds, overrides)
     cells = []
-    for i, cfg in enumerate(runs, 1):
+    for i, (name, cfg) in enumerate(runs, 1):
         stored = store.status(cfg.task, cfg.reward, cfg.run_hash())
         if stored is None:
             state = TO_RUN
@@ -95,19 +105,32 @@ def make_plan(grid: Grid, source: DataSource, store: Store, tasks: list[str] | N
             state = RETRY
         else:
             state = DONE
-        label = f"[{i}/{len(runs)}] {cfg.task} {cfg.reward} seed {cfg.seed} ({cfg.run_hash()})"
-        cells.append(Cell(label, cfg, state, stored))
+        label = f"[{i}/{len(runs)}] {cfg.task} {name} seed {cfg.seed} ({cfg.run_hash()})"
+        cells.append(Cell(label, cfg, state, stored, name))
     return Plan(grid, tuple(cells))
 
 
-def _with_strategies(grid: Grid, names: list[str]) -> Grid:
-    """`grid` with the named strategies it does not list added, with their default parameters."""
+def with_reward_specs(grid: Grid, specs: list[str], single: bool) -> tuple[Grid, list[str]]:
+    """`grid` with the `--reward` specs' cells it lacks added, and the cell names they select.
+
+    A spec with parameters (`focal:gamma=1`, or a sweep `focal:gamma=[0.5,1]`) adds its cells with
+    those parameters; a bare name adds the strategy with its default parameters in a single run
+    (`single`) and only filters the grid's cells otherwise."""
     from rewards.base import build_reward
 
-    missing = [r for r in names if r not in grid.rewards]
-    for name in missing:
+    added: dict[str, dict[str, Any]] = {}
+    selected: list[str] = []
+    for spec in specs:
+        name, params = parse_reward_spec(spec)
+        if not params and (name in grid.rewards or not single):
+            selected.append(name)
+            continue
         try:
-            build_reward(name)
-        except KeyError as err:
+            cells = expand_sweep(name, check_reward_params(f"--reward {spec}", name, params))
+            for cell, cell_params in cells.items():
+                build_reward(name, cell_params)
+        except (KeyError, ValueError) as err:
             raise ConfigError(err.args[0]) from None
-    return dataclasses.replace(grid, rewards={**grid.rewards, **{r: {} for r in missing}})
+        added.update({c: p for c, p in cells.items() if c not in grid.rewards})
+        selected += cells
+    return dataclasses.replace(grid, rewards={**grid.rewards, **added}), selected

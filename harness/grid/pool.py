@@ -17,6 +17,7 @@ as `failed`; the grid goes on.
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import os
 import signal
@@ -63,7 +64,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _serve(conn: Connection, store_root: str, source: DataSource, threads: int, parent_pid: int,
-           initializer: Callable[[], None] | None) -> None:
+           initializer: Callable[[], None] | None, device: str | None = None) -> None:
     """A worker: runs the configurations it is sent, one at a time, until it is sent None."""
     _die_with_parent(parent_pid)
     torch.set_num_threads(threads)
@@ -72,7 +73,7 @@ def _serve(conn: Connection, store_root: str, source: DataSource, threads: int, 
         if initializer is not None:
             initializer()
         while (cfg := conn.recv()) is not None:
-            record = runner.run_or_record_failure(cfg, store, source, progress=False)
+            record = runner.run_or_record_failure(cfg, store, source, progress=False, device=device)
             conn.send(record)
             gc.collect()
             if torch.cuda.is_available():
@@ -97,6 +98,7 @@ class Pool:
     source: DataSource
     jobs: int
     initializer: Callable[[], None] | None = None
+    device: str | None = None  # where runs train ("cpu", "cuda:1"); None: CUDA where there is one
     workers: list[_Worker] = field(default_factory=list)
 
     @property
@@ -104,7 +106,7 @@ class Pool:
         return self.jobs
 
     def __enter__(self) -> "Pool":
-        print(f"pool: {self.jobs} workers, {self._threads()} CPU threads each", file=sys.stderr)
+        logging.getLogger("harness").info("pool: %d workers, %d CPU threads each", self.jobs, self._threads())
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
@@ -148,7 +150,7 @@ class Pool:
         ours, theirs = ctx.Pipe()
         process = ctx.Process(target=_serve, daemon=True,
                               args=(theirs, str(self.store.root), self.source, self._threads(), os.getpid(),
-                                    self.initializer))
+                                    self.initializer, self.device))
         process.start()
         theirs.close()
         return _Worker(process, ours)

@@ -18,9 +18,9 @@ Ray is an optional extra (`pip install '.[ray]'`); it is imported only here.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +47,7 @@ def import_ray() -> Any:
 
 
 def execute(cfg: RunConfig, source: DataSource, parent_checkpoint: bytes | None,
-            initializer: Callable[[], None] | None) -> tuple[RunRecord, bytes | None]:
+            initializer: Callable[[], None] | None, device: str | None = None) -> tuple[RunRecord, bytes | None]:
     """One cell, in a Ray worker: the record, and the checkpoint bytes if the run saved one."""
     if initializer is not None:
         initializer()
@@ -58,7 +58,7 @@ def execute(cfg: RunConfig, source: DataSource, parent_checkpoint: bytes | None,
             path = store.checkpoint_path(parent.run_hash())
             path.parent.mkdir(parents=True)
             path.write_bytes(parent_checkpoint)
-        record = runner.run_or_record_failure(cfg, store, source, progress=False)
+        record = runner.run_or_record_failure(cfg, store, source, progress=False, device=device)
         path = store.checkpoint_path(cfg.run_hash())
         return record, path.read_bytes() if path.exists() else None
 
@@ -80,6 +80,7 @@ class RayBackend:
     address: str | None = None
     gpus_per_run: float | None = None
     initializer: Callable[[], None] | None = None
+    device: str | None = None  # where runs train in the workers; None: CUDA where there is one
     capacity: float = math.inf  # every run whose parent is done is submitted; Ray queues them
     in_flight: dict[Any, tuple[int, RunConfig]] = field(default_factory=dict)  # Ray reference -> run
     shipped: dict[str, Any] = field(default_factory=dict)  # parent run hash -> its checkpoint in Ray
@@ -106,7 +107,7 @@ class RayBackend:
             self.__exit__()
             raise
         self._task = ray.remote(execute).options(num_cpus=1, num_gpus=self.gpus_per_run, max_retries=1)
-        print(f"ray: {self.gpus_per_run:g} GPU per run; cluster {ray.cluster_resources()}", file=sys.stderr)
+        logging.getLogger("harness").info("ray: %g GPU per run; cluster %s", self.gpus_per_run, ray.cluster_resources())
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -120,7 +121,7 @@ class RayBackend:
                 self._started_here = False
 
     def start(self, token: int, cfg: RunConfig) -> None:
-        ref = self._task.remote(cfg, self.source, self._parent_checkpoint(cfg), self.initializer)
+        ref = self._task.remote(cfg, self.source, self._parent_checkpoint(cfg), self.initializer, self.device)
         self.in_flight[ref] = (token, cfg)
 
     def wait(self) -> Outcome:

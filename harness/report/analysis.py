@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from harness.overrides import cell_name
 from harness.report import stats
 from harness.store import RunRecord
 from rewards.base import REWARDS
@@ -153,16 +154,12 @@ def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) ->
 
 def strategy_labels(records: list[RunRecord]) -> dict[str, str]:
     """Run hash -> strategy label: the reward name, plus `[k=v,...]` where that reward appears
-    with more than one set of parameters."""
+    with more than one set of parameters (a sweep's cell names: `harness.overrides.cell_name`)."""
     variants: dict[str, set[str]] = defaultdict(set)
     for record in records:
         variants[record.reward].add(json.dumps(record.reward_params, sort_keys=True))
-    labels = {}
-    for record in records:
-        reward, given = record.reward, record.reward_params
-        suffix = ",".join(f"{k}={given[k]}" for k in sorted(given))
-        labels[record.hash] = f"{reward}[{suffix}]" if len(variants[reward]) > 1 and suffix else reward
-    return labels
+    return {r.hash: cell_name(r.reward, r.reward_params) if len(variants[r.reward]) > 1 else r.reward
+            for r in records}
 
 
 def _cells(records: list[RunRecord], labels: dict[str, str], metrics: dict[str, str],

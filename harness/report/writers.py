@@ -46,7 +46,7 @@ from harness.report import ReportError, page as html
 from harness.report.analysis import ALPHA, MIN_TEST_SEEDS, Analysis, analyse
 from harness.report.manifest import grid, manifest
 from harness.report.tables import FEW_SEEDS, MISSING, Table, leaderboard, methods, overall_table, tables
-from harness.store import Store
+from harness.store import RunRecord, Store
 
 
 # ---- the registry -------------------------------------------------------------------------
@@ -344,12 +344,13 @@ def write_manifest(report: Report, out: Path) -> list[Path]:
 # ---- the commands -------------------------------------------------------------------------
 
 def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 1000, seed: int = 0,
-                 command: str | None = None, formats: Iterable[str] | None = None) -> dict[str, Any]:
-    """Analyses every record of `store` and writes the report in `formats` (default: every registered
-    one); returns what summary.json holds."""
+                 command: str | None = None, formats: Iterable[str] | None = None,
+                 records: Sequence[RunRecord] | None = None) -> dict[str, Any]:
+    """Analyses every record of `store` (or only `records`, e.g. `report --filter`'s) and writes the
+    report in `formats` (default: every registered one); returns what summary.json holds."""
     names = resolve(formats)
     names += [] if "manifest" in names else ["manifest"]  # provenance goes with every choice of formats
-    records = list(store.records())
+    records = list(store.records()) if records is None else list(records)
     if not records:
         raise ReportError(f"no run records in {store.root}: run `python -m harness run --grid` first")
     a = analyse(records, n_resamples=n_resamples, seed=seed)

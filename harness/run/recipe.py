@@ -25,6 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from harness.config import ConfigError, RunConfig
 from harness.environment import environment
+from harness.overrides import cell_name
 from harness.run.data import Batches, DataSource, head, load_split
 from harness.run.models import load_model, load_tokenizer, model_kind
 from harness.store import RunRecord, Store
@@ -44,6 +45,12 @@ class RunRefused(Exception):
 
 class MissingParent(RuntimeError):
     """The run the strategy starts from (`init_from`) has no checkpoint: recorded as a failed cell."""
+
+
+def bars(progress: bool) -> bool:
+    """Progress bars only on a terminal: in a log, `\r`-joined bar updates are noise; the per-epoch
+    lines (`run`) are printed either way."""
+    return progress and sys.stderr.isatty()
 
 
 def seed_everything(seed: int) -> None:
@@ -233,8 +240,9 @@ def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = Tr
     sums: dict[str, torch.Tensor] = {}
     started, samples = time.time(), 0
     train = setup.data["train"]
-    bar = tqdm(train.iterate(state.generator), total=len(train), disable=not progress, mininterval=2, leave=False,
-               desc=f"{setup.cfg.task}/{setup.cfg.reward} seed {setup.cfg.seed} epoch {epoch}")
+    bar = tqdm(train.iterate(state.generator), total=len(train), disable=not bars(progress), mininterval=2, leave=False,
+               desc=f"{setup.cfg.task}/{cell_name(setup.cfg.reward, setup.cfg.reward_params)} seed {setup.cfg.seed} "
+                    f"epoch {epoch}")
     for batch in bar:
         parts = split_batch(batch, setup.grad_accum)
         counts = [scored(part) for part in parts]
@@ -309,7 +317,7 @@ def evaluate(kind: ModelKind, task: Task, model: torch.nn.Module, batches: Batch
     calibration: list[Any] = [None] * len(batches.rows)
     with autocast(device, bf16):
         for batch in tqdm(batches.iterate(), total=len(batches), desc=desc, leave=False, mininterval=2,
-                          disable=not progress):
+                          disable=not bars(progress)):
             batch = to_device(batch, device)
             preds, stats = kind.evaluate_batch(task, model, batch, tokenizer, generation)
             refs = kind.references(task, batch, tokenizer)
@@ -370,8 +378,9 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
         history.append({"epoch": epoch, "train": means, "validation": val_scores, "validation_length": val_length,
                         "train_seconds": seconds, "samples_per_second": samples / seconds if seconds else None})
         if progress:
-            tqdm.write(f"{cfg.task}/{cfg.reward} seed {cfg.seed} epoch {epoch}: loss {means['loss']:.4f}  "
-                       f"val {main} {val_scores[main]:.2f}  {samples / seconds:.0f} samples/s")
+            tqdm.write(f"{cfg.task}/{cell_name(cfg.reward, cfg.reward_params)} seed {cfg.seed} epoch {epoch}: "
+                       f"loss {means['loss']:.4f}  "
+                       f"val {main} {val_scores[main]:.2f}  {samples / seconds:.0f} samples/s", file=sys.stderr)
         if val_scores[main] > best_score:  # select: keep the best epoch's weights
             best_score, best_epoch = val_scores[main], epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in setup.model.state_dict().items()}
@@ -407,8 +416,10 @@ def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], 
         model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None, policy_dropout=setup.dropout)
 
 
-def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True) -> RunRecord:
-    """Runs one cell; a refusal or an exception becomes a stored record instead of stopping the grid.
+def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True,
+                          device: str | None = None) -> RunRecord:
+    """Runs one cell on `device` (None: CUDA where there is one); a refusal or an exception becomes a
+    stored record instead of stopping the grid.
 
     Out of GPU memory, the run is retried once with half the batch and 2-step gradient accumulation
     (the same effective batch); its record says so under "oom_retry".
@@ -416,7 +427,7 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
     oom_retry = None
     try:
         try:
-            return run(cfg, store, source, progress=progress)
+            return run(cfg, store, source, torch.device(device) if device else None, progress=progress)
         except torch.cuda.OutOfMemoryError as err:
             if cfg.settings.batch_size < 2:
                 raise
@@ -428,7 +439,8 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
             torch.cuda.empty_cache()
         print(f"{cfg.task} {cfg.reward} seed {cfg.seed}: out of GPU memory, retrying with batch "
               f"{oom_retry['batch_size']} x {oom_retry['grad_accum']} accumulation steps", file=sys.stderr)
-        return run(cfg, store, source, progress=progress, oom_retry=oom_retry)
+        return run(cfg, store, source, torch.device(device) if device else None, progress=progress,
+                   oom_retry=oom_retry)
     except RunRefused as refusal:
         record = RunRecord.refused(cfg, str(refusal))
     except (KeyboardInterrupt, SystemExit, DataFormatError):  # bad input stops the grid, records nothing
