@@ -23,11 +23,11 @@ import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from harness.config import RunConfig
+from harness.config import RunConfig, parent_of as parent_config, with_parent
 from harness.environment import environment
 from harness.run.data import Batches, DataSource, head, load_split
 from harness.run.models import load_model, load_tokenizer, model_kind
-from harness.store import RunRecord, Store
+from harness.store import RunRecord, Store, StoreError
 from kinds import IGNORE, ModelKind, to_device
 from kinds.base import forward
 from rewards.base import REWARDS, RewardStrategy, StepContext, build_reward
@@ -64,12 +64,6 @@ def generation_settings(task: Task, cfg: RunConfig) -> dict[str, Any]:
     return chosen
 
 
-def parent_config(cfg: RunConfig) -> RunConfig | None:
-    """The run whose checkpoint `cfg`'s strategy starts from (same task, seed and settings), or None."""
-    parent = REWARDS[cfg.reward].init_from
-    return dataclasses.replace(cfg, reward=parent, reward_params={}) if parent else None
-
-
 def missing_parent(cfg: RunConfig, parent: RunConfig, store: Store | None) -> MissingParent:
     """The error of a run whose parent checkpoint is not in the store: which run, and how to make it."""
     status = store.status(parent.task, parent.reward, parent.run_hash()) if store is not None else None
@@ -79,8 +73,8 @@ def missing_parent(cfg: RunConfig, parent: RunConfig, store: Store | None) -> Mi
         f"reward {cfg.reward!r} starts from the checkpoint of run {parent.reward!r} (task {parent.task}, "
         f"seed {parent.seed}, hash {parent.run_hash()}), which is not in {where}: {why}. Run it first with the "
         f"same settings (`harness run --task {parent.task} --reward {parent.reward} --seed {parent.seed}` and the "
-        f"same grid or overrides), or run the grid, which runs parents first; then rerun this cell "
-        f"(`--retry-failed`). It does not start from the pretrained model instead.")
+        f"same grid or overrides), or run the grid, which runs parents first; then rerun this cell. It does "
+        f"not start from the pretrained model instead.")
 
 
 def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
@@ -334,6 +328,7 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     optimizer step, the same effective batch; the record keeps the configuration and hash it was
     asked for, and says so under "oom_retry".
     """
+    cfg = with_parent(cfg)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":  # the peak recorded below is this run's, also in a long-lived pool worker
         torch.cuda.reset_peak_memory_stats(device)
@@ -392,6 +387,7 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
     Out of GPU memory, the run is retried once with half the batch and 2-step gradient accumulation
     (the same effective batch); its record says so under "oom_retry".
     """
+    cfg = with_parent(cfg)  # a configuration built by hand names its parent as the plan's do
     oom_retry = None
     try:
         try:
@@ -410,8 +406,8 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
         return run(cfg, store, source, progress=progress, oom_retry=oom_retry)
     except RunRefused as refusal:
         record = RunRecord.refused(cfg, str(refusal))
-    except (KeyboardInterrupt, SystemExit, DataFormatError):  # bad input stops the grid, records nothing
-        raise
+    except (KeyboardInterrupt, SystemExit, DataFormatError, StoreError):  # bad input or an unwritable
+        raise  # store stops the grid and records nothing
     except Exception as err:  # noqa: BLE001 - any failure of one cell is recorded, the grid goes on
         record = RunRecord.failed(cfg, err, traceback.format_exc(), oom_retry=oom_retry or None)
     store.save(record)
