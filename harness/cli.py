@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from harness.config import ConfigError, list_presets, load_grid, preset_path
-from harness.grid.monitor import summary_line
+from harness.grid.monitor import failure_summary, summary_line
 from harness.run.data import DataSource, default_data_dir
 from harness.store import Store, StoreError, default_store
 
@@ -69,6 +69,9 @@ def _choose_grid(args: argparse.Namespace) -> Path:
     return preset_path("smoke")
 
 
+RERUN_HINT = {"completed": "--force", "refused": "--force", "failed": "--retry-failed"}
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from harness.grid.plan import make_plan
     from harness.grid.scheduler import run_session
@@ -94,17 +97,19 @@ def cmd_run(args: argparse.Namespace) -> None:
     source = DataSource(data_dir=data_dir, hub_variant=args.hub_variant)
     print(f"grid {grid.name} ({grid.source}); data: {data_dir or 'Hugging Face Hub'}; store: {args.store}",
           file=sys.stderr)
-    store = Store(args.store)
+    store = Store(args.store, keep_checkpoints=args.keep_checkpoints)
     plan = make_plan(grid, source, store, _names(args.task), _names(args.reward), args.seed, overrides,
                      single=not args.grid_mode, force=args.force, retry_failed=args.retry_failed)
     for cell in plan.done:
-        print(f"{cell.label}: {cell.stored} already, skipped (--force reruns)", file=sys.stderr)
+        print(f"{cell.label}: {cell.stored} already, skipped ({RERUN_HINT[cell.stored]} reruns it)", file=sys.stderr)
     if not plan.todo:
         return
     session = run_session(plan, store, source, command="python -m harness " + shlex.join(sys.argv[1:]),
                           executor=args.executor, jobs=args.jobs, progress=not args.quiet, address=args.address,
                           gpus_per_run=args.gpus_per_run, includes=list(dict.fromkeys([*includes, *grid.includes])))
     print(f"{grid.name}: {summary_line(session, session['runs'])}", file=sys.stderr)
+    if session["failures"]:
+        sys.exit(failure_summary(session["failures"]))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -181,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--keep-checkpoints", action="store_true",
+                     help="store every run's selected weights (for `harness evaluate`; the record gives the size)")
     run.add_argument("--jobs", type=int, help="runs at once, each in a worker process (default: as many as "
                                               "the free GPU memory holds; 1 on CPU)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -234,8 +241,16 @@ def main(argv: list[str] | None = None) -> None:
     from harness.report import ReportError
     from tasks.formats import DataFormatError
 
+    from harness.grid.scheduler import Interrupted
+
     args = parser().parse_args(argv)
     try:
         args.func(args)
     except (ConfigError, StoreError, DataFormatError, ReportError) as err:  # each names the file, line or key
         sys.exit(f"error: {err}")
+    except Interrupted as err:
+        print(f"\ninterrupted: {err}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
