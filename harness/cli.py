@@ -130,14 +130,16 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     _include(args)
     formats = [name for names in args.format for name in names] if args.format else None
-    write_report(Store(args.store), Path(args.out), n_resamples=args.resamples, formats=formats)
+    write_report(Store(args.store), Path(args.out), n_resamples=args.resamples, formats=formats,
+                 allow_mixed=args.allow_mixed, strict=args.strict)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
     from harness.report.writers import print_leaderboards
 
     _include(args)
-    print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples)
+    print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples,
+                       allow_mixed=args.allow_mixed, strict=args.strict)
 
 
 def _report_formats(value: str) -> list[str]:
@@ -149,6 +151,15 @@ def _report_formats(value: str) -> list[str]:
         return resolve(_names([value]) or [])
     except ReportError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _reading_options(command: argparse.ArgumentParser) -> None:
+    """How `report` and `leaderboard` treat a store that is not uniform."""
+    command.add_argument("--allow-mixed", action="store_true",
+                         help="pool runs of a cell that differ in more than the seed (settings, data, model); "
+                              "default: an error naming what differs")
+    command.add_argument("--strict", action="store_true",
+                         help="refuse a store holding a corrupt or foreign JSON file (default: skip it with a warning)")
 
 
 def _include_option(command: argparse.ArgumentParser) -> None:
@@ -223,6 +234,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--format", action="append", type=_report_formats, metavar="FORMAT",
                         help=f"write only these formats (repeat or comma-separate): {', '.join(formats())} "
                              "(default: all; `harness list` says what each writes)")
+    _reading_options(report)
     _include_option(report)
     report.set_defaults(func=cmd_report)
 
@@ -232,6 +244,7 @@ def parser() -> argparse.ArgumentParser:
     board.add_argument("--format", choices=formats(printable=True), type=canonical, default="md",
                        help="what to print (default md; latex is tex)")
     board.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
+    _reading_options(board)
     _include_option(board)
     board.set_defaults(func=cmd_leaderboard)
     return top

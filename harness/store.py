@@ -26,6 +26,7 @@ import errno
 import json
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -173,7 +174,8 @@ class RunRecord:
         The schema version is checked by `Store`, which can name the file."""
         missing = [key for key in ("hash", "status", "config") if key not in data]
         if missing:
-            raise ValueError(f"not a run record: no {', '.join(missing)}")
+            raise ValueError(f"no {', '.join(repr(k) for k in missing)} key; a run record has 'hash', 'status' "
+                             "and 'config'")
         known = {k: v for k, v in data.items() if k in _FIELDS}
         return cls(**known, extra={k: v for k, v in data.items() if k not in _FIELDS})
 
@@ -441,10 +443,17 @@ class Store:
         """Every stored session summary, oldest first."""
         return [self._read(path) for path in sorted((self.root / "sessions").glob("*.json"))]
 
-    def records(self) -> Iterator[RunRecord]:
-        """Every stored record; a record of another schema version is refused with a message."""
+    def records(self, strict: bool = True) -> Iterator[RunRecord]:
+        """Every stored record. A file that is not a readable record of this schema (corrupt, foreign,
+        another schema version) is refused with a message naming it, or, not `strict`, skipped with a
+        warning on stderr naming it."""
         for path in sorted((self.root / "records").glob("*/*/*.json")):
-            yield self._read_record(path)
+            try:
+                yield self._read_record(path)
+            except StoreError as err:
+                if strict:
+                    raise
+                print(f"warning: skipped {err}", file=sys.stderr)
 
     @classmethod
     def _read_record(cls, path: Path) -> RunRecord:
@@ -464,6 +473,9 @@ class Store:
         if not isinstance(record, dict):
             raise StoreError(f"{path}: not a JSON object; delete it and rerun the grid")
         version = record.get("schema_version")
+        if version is None:
+            raise StoreError(f"{path}: not a record of this harness (no schema_version key); delete it or move it "
+                             "out of the store (a run's record is recreated by rerunning the grid)")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{path}: record schema version {version!r}, this harness reads version "
                              f"{SCHEMA_VERSION}; use the harness version that wrote it or rerun into a new "
