@@ -1,4 +1,4 @@
-"""Command line: `python -m harness list | run | bench | report | leaderboard`."""
+"""Command line: `python -m harness list | run | evaluate | bench | report | leaderboard`."""
 from __future__ import annotations
 
 import argparse
@@ -112,6 +112,20 @@ def cmd_run(args: argparse.Namespace) -> None:
         sys.exit(failure_summary(session["failures"]))
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from harness.run.evaluation import evaluate_run
+
+    _include(args)
+    if not args.test_files and not args.split:
+        raise ConfigError("evaluate needs --test-files FILE... (the task's test format) or --split NAME")
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    path, evaluation = evaluate_run(Store(args.store), args.run, DataSource(data_dir=data_dir, hub_variant=args.hub_variant),
+                                    [Path(f) for f in args.test_files or []], args.split, progress=not args.quiet)
+    metric = evaluation["main_metric"]
+    print(f"run {args.run} ({evaluation['task']} {evaluation['reward']} seed {evaluation['seed']}): {metric} "
+          f"{evaluation['test'][metric]:.2f} on {evaluation['n_examples']} examples; stored {path}")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from harness.run import bench
 
@@ -210,6 +224,19 @@ def parser() -> argparse.ArgumentParser:
                                                         "(default: 1 on a cluster with GPUs, else 0)")
     _include_option(run)
     run.set_defaults(func=cmd_run)
+
+    evaluate = sub.add_parser("evaluate", help="score a stored run's kept checkpoint on other test data "
+                                               "(no retraining; needs `run --keep-checkpoints`)")
+    evaluate.add_argument("run", metavar="RUN_HASH", help="the run's hash (its record's file name)")
+    evaluate.add_argument("--test-files", nargs="+", metavar="FILE",
+                          help="test data in the task's local format (translation: the source file, then the target)")
+    evaluate.add_argument("--split", help="or a split of the task's data source: train, validation, test")
+    evaluate.add_argument("--data-dir", help="for --split: local data folder (default $HARNESS_DATA_DIR; unset: the Hub)")
+    evaluate.add_argument("--hub-variant", help="for --split: an alternative data set of the task (e.g. wmt16)")
+    evaluate.add_argument("--store", default=str(default_store()))
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    _include_option(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
 
     bench = sub.add_parser("bench", help="the harness against the Hugging Face Trainer recipe, same data and model")
     bench.add_argument("--task", required=True)

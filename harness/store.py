@@ -3,9 +3,11 @@ checkpoints.
 
 Layout under the store directory:
   records/<task>/<reward>/<run hash>.json   the run's record (status completed, failed or refused)
-  checkpoints/<run hash>/model.safetensors  selected weights of runs other strategies start from
+  checkpoints/<run hash>/model.safetensors  selected weights of runs other strategies start from (of
+                                            every run with `run --keep-checkpoints`)
   sessions/<UTC time>-<pid>.json            one per `harness run`: wall time, GPU utilisation
   claims/<run hash>.claim                   a run being trained now: its owner (host, pid)
+  evaluations/<task>/<reward>/<run hash>-<data id>.json   `harness evaluate` of a run on other test data
 A record is written to a temporary file in the same folder, flushed to disk and renamed over the
 final name, so a killed run never leaves a file that looks like a record; readers ignore the
 temporary files, and `clean_orphans` removes those a killed process left. Rename is atomic on
@@ -87,6 +89,7 @@ class RunRecord:
     oom_retry: dict[str, Any] | None = None
     model_kind: str | None = None  # set where it is not the task's own kind (e.g. causal_lm)
     policy_dropout: bool | None = None  # whether dropout was on while the model trained (None: older records)
+    checkpoint: dict[str, Any] | None = None  # the stored selected weights: file (in the store) and bytes
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -99,14 +102,15 @@ class RunRecord:
                   environment: dict[str, Any], generation: dict[str, Any] | None = None,
                   init_from: str | None = None, metric_info: dict[str, Any] | None = None,
                   steps: list[dict[str, Any]] | None = None, oom_retry: dict[str, Any] | None = None,
-                  model_kind: str | None = None, policy_dropout: bool | None = None) -> RunRecord:
+                  model_kind: str | None = None, policy_dropout: bool | None = None,
+                  checkpoint: dict[str, Any] | None = None) -> RunRecord:
         """Keyword-only: many same-typed dicts, easy to swap by position."""
         identity, run_hash = _named(cfg_or_identity)
         return cls(hash=run_hash, status="completed", config=identity, model=model, generation=generation or {},
                    init_from=init_from, main_metric=main_metric, best_epoch=best_epoch, validation=validation,
                    test=test, metric_info=metric_info or {}, history=history, steps=steps or [],
                    test_examples=test_examples, timing=timing, environment=environment, oom_retry=oom_retry,
-                   model_kind=model_kind, policy_dropout=policy_dropout)
+                   model_kind=model_kind, policy_dropout=policy_dropout, checkpoint=checkpoint)
 
     @classmethod
     def failed(cls, cfg_or_identity: _Named | Mapping[str, Any], error: str | BaseException,
@@ -183,7 +187,8 @@ class RunRecord:
 _FIELDS = {f.name for f in dataclasses.fields(RunRecord)} - {"extra"}
 _RESULT_FIELDS = ("model", "generation", "init_from", "main_metric", "best_epoch", "validation", "test",
                   "metric_info", "history", "steps", "test_examples", "timing", "environment")
-_OUTCOME_FIELDS = ("error", "traceback", "reason", "oom_retry", "model_kind", "policy_dropout")  # written when set
+_OUTCOME_FIELDS = ("error", "traceback", "reason", "oom_retry", "model_kind", "policy_dropout",
+                   "checkpoint")  # written when set
 _DEFAULTS = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
              for f in dataclasses.fields(RunRecord)}
 
@@ -430,6 +435,28 @@ class Store:
 
         path = self.checkpoint_path(run_hash)
         return load_file(str(path)) if path.exists() else None
+
+    def find(self, run_hash: str) -> RunRecord:
+        """The record of a run named by its hash alone (`harness evaluate`)."""
+        paths = list((self.root / "records").glob(f"*/*/{run_hash}.json"))
+        if not paths:
+            raise StoreError(f"no run {run_hash!r} in store {self.root}; `harness report` lists the stored runs "
+                             "with their hashes (runs.csv), or pass --store")
+        return self._read_record(paths[0])
+
+    def evaluation_path(self, record: RunRecord, data_id: str) -> Path:
+        return self.root / "evaluations" / record.task / record.reward / f"{record.hash}-{data_id}.json"
+
+    def save_evaluation(self, record: RunRecord, data_id: str, evaluation: dict[str, Any]) -> Path:
+        """Stores an evaluation of a run on other data (`harness evaluate`), beside, never inside, its record."""
+        path = self.evaluation_path(record, data_id)
+        data = json.dumps({"schema_version": SCHEMA_VERSION, **evaluation}, indent=1, default=str).encode()
+        _atomic_write(path, lambda fh: fh.write(data))
+        return path
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """Every stored evaluation (see `save_evaluation`)."""
+        return [self._read(path) for path in sorted((self.root / "evaluations").glob("*/*/*.json"))]
 
     def save_session(self, session: dict[str, Any]) -> Path:
         """Writes one `harness run` invocation's summary (atomically, like a record)."""

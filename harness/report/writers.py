@@ -337,7 +337,7 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
     if command is None:
         chosen = "" if formats is None else f" --format {','.join(n for n in names if n != 'manifest')}"
         command = f"python -m harness report --store {store.root} --out {out} --resamples {n_resamples}{chosen}"
-    report = Report(a, tables(a), methods(a), manifest(records, command, statistics, store.sessions()), grid(records))
+    report = Report(a, tables(a, store.evaluations()), methods(a), manifest(records, command, statistics, store.sessions()), grid(records))
     out.mkdir(parents=True, exist_ok=True)
     written = {name: WRITERS[name].write(report, out) for name in names}
     if echo:

@@ -46,7 +46,7 @@ class DataSource:
         """What identifies the data in a run's config: file checksums locally, the Hub id otherwise."""
         local = self.local_dir(task)
         if local is not None:
-            described = {"kind": "local", "md5": {split: [_md5(p) for p in task.local_paths(local, split)]
+            described = {"kind": "local", "md5": {split: [file_md5(p) for p in task.local_paths(local, split)]
                                                   for split in SPLITS}}
             return {**described, "variant": self.hub_variant} if self.hub_variant else described
         hub_id, config = self.hub(task)
@@ -78,21 +78,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "reward-harness"))
 
 
-_MD5: dict[tuple[str, float, int], str] = {}
+_MD5S: dict[tuple[str, float, int], str] = {}
 
 
-def _md5(path: Path) -> str:
+def file_md5(path: Path) -> str:
+    """The file's MD5 (cached by path, modification time and size): what names local data in a config."""
     if not path.exists():
         raise DataFormatError(path, None, "the file does not exist", fix=DATA_DIR_FIX)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime, stat.st_size)
-    if key not in _MD5:
+    if key not in _MD5S:
         digest = hashlib.md5()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-        _MD5[key] = digest.hexdigest()
-    return _MD5[key]
+        _MD5S[key] = digest.hexdigest()
+    return _MD5S[key]
 
 
 def canonical_rows(task: Task, split: str, source: DataSource) -> list[dict[str, Any]]:
@@ -134,10 +135,7 @@ def load_split(task: Task, split: str, source: DataSource, tokenizer: Any, kind:
     folder = cache_dir() / "tokenized" / f"{task.name}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if folder.exists():
         return datasets.load_from_disk(str(folder))
-    rows = canonical_rows(task, split, source)
-    table = datasets.Dataset.from_list(rows)
-    table = table.map(lambda batch: kind.encode(task, batch, tokenizer, start), batched=True)
-    table = table.add_column("index", list(range(len(table))))
+    table = encode_rows(task, canonical_rows(task, split, source), tokenizer, kind, start)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     table.save_to_disk(str(tmp))
@@ -146,6 +144,14 @@ def load_split(task: Task, split: str, source: DataSource, tokenizer: Any, kind:
     except OSError:  # another process cached the same split first
         shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(folder))
+
+
+def encode_rows(task: Task, rows: list[dict[str, Any]], tokenizer: Any, kind: ModelKind,
+                start: int | None) -> datasets.Dataset:
+    """Canonical rows as a table with the kind's encoding and each row's `index`."""
+    table = datasets.Dataset.from_list(rows)
+    table = table.map(lambda batch: kind.encode(task, batch, tokenizer, start), batched=True)
+    return table.add_column("index", list(range(len(table))))
 
 
 def head(table: datasets.Dataset, limit: int | None) -> datasets.Dataset:

@@ -121,15 +121,19 @@ class Setup:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
 
+def configured_task(cfg: RunConfig) -> Task:
+    """The run's task with the truncation lengths its settings override."""
+    lengths = {k: getattr(cfg.settings, k) for k in ("max_source_length", "max_target_length")}
+    return dataclasses.replace(get_task(cfg.task), **{k: v for k, v in lengths.items() if v is not None})
+
+
 def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: torch.device,
             grad_accum: int = 1) -> Setup:
     """Seeds, then builds the model (from the parent run's checkpoint when the strategy starts from
     one; `MissingParent` when that checkpoint is not in the store), the frozen reference (a copy of
     the starting model), the data, the strategy's context and the optimiser."""
     started = time.time()
-    task = get_task(cfg.task)
-    lengths = {k: getattr(cfg.settings, k) for k in ("max_source_length", "max_target_length")}
-    task = dataclasses.replace(task, **{k: v for k, v in lengths.items() if v is not None})
+    task = configured_task(cfg)
     s = cfg.settings
     model_name = s.model or task.default_model
     kind = model_kind(task, model_name)
@@ -307,14 +311,23 @@ def test(setup: Setup, progress: bool = True) -> tuple[list[Any], list[Any], Met
     """Predictions, references, the task's scores (with calibration where the kind has class
     probabilities) and the seconds it took, on the test split."""
     started = time.time()
-    preds, refs, calibration = evaluate(setup.kind, setup.task, setup.model, setup.data["test"], setup.tokenizer,
-                                        setup.device, setup.generation, "test", progress)
-    result = setup.task.score(preds, refs)
+    preds, refs, result = score_split(setup.kind, setup.task, setup.model, setup.data["test"], setup.tokenizer,
+                                      setup.device, setup.generation, progress)
+    return preds, refs, result, time.time() - started
+
+
+def score_split(kind: ModelKind, task: Task, model: torch.nn.Module, batches: Batches, tokenizer: Any,
+                device: torch.device, generation: dict[str, Any],
+                progress: bool = True) -> tuple[list[Any], list[Any], MetricResult]:
+    """Predictions, references and the task's scores, with calibration where the kind has class
+    probabilities: what a run's test, and `harness evaluate` on other test data, report."""
+    preds, refs, calibration = evaluate(kind, task, model, batches, tokenizer, device, generation, "test", progress)
+    result = task.score(preds, refs)
     if calibration is not None:
         per_example = [{**stats, **extra} for stats, extra in zip(result.per_example, calibration)]
         result = MetricResult(corpus={**result.corpus, **calibration_aggregate(per_example)}, per_example=per_example,
                               info=result.info)
-    return preds, refs, result, time.time() - started
+    return preds, refs, result
 
 
 # ---- the run ----------------------------------------------------------------------------------
@@ -354,16 +367,22 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
             break
     setup.model.load_state_dict(best_state)
     preds, refs, test_result, eval_seconds = test(setup, progress)
-    if cfg.reward in {cls.init_from for cls in REWARDS.values() if cls.init_from}:
-        store.save_checkpoint(cfg.run_hash(), best_state)
-    record = make_record(setup, state, history, best_epoch, preds, refs, test_result, eval_seconds, oom_retry)
+    checkpoint = None
+    if store.keep_checkpoints or cfg.reward in {cls.init_from for cls in REWARDS.values() if cls.init_from}:
+        path = store.save_checkpoint(cfg.run_hash(), best_state)
+        checkpoint = {"file": str(path.relative_to(store.root)), "bytes": path.stat().st_size}
+        if store.keep_checkpoints:
+            print(f"{cfg.task} {cfg.reward} seed {cfg.seed}: kept checkpoint {path} "
+                  f"({checkpoint['bytes'] / 2 ** 20:.1f} MiB)", file=sys.stderr)
+    record = make_record(setup, state, history, best_epoch, preds, refs, test_result, eval_seconds, oom_retry,
+                         checkpoint)
     store.save(record)
     return record
 
 
 def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], best_epoch: int, preds: list[Any],
                 refs: list[Any], test_result: MetricResult, eval_seconds: float,
-                oom_retry: dict[str, Any] | None) -> RunRecord:
+                oom_retry: dict[str, Any] | None, checkpoint: dict[str, Any] | None = None) -> RunRecord:
     """The completed run's record: config, scores, history, per-example statistics, timings."""
     cfg, device = setup.cfg, setup.device
     return RunRecord.completed(
@@ -378,7 +397,8 @@ def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], 
                 "train_samples_per_second": state.samples / state.seconds if state.seconds else None,
                 "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
         environment=environment(), oom_retry=oom_retry or None,
-        model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None, policy_dropout=setup.dropout)
+        model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None, policy_dropout=setup.dropout,
+        checkpoint=checkpoint)
 
 
 def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True) -> RunRecord:
