@@ -68,12 +68,14 @@ def check_models(names: Iterable[str]) -> None:
 
 def _check_hub_model(name: str) -> None:
     import huggingface_hub
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
 
     if not huggingface_hub.constants.HF_HUB_OFFLINE:
         try:
             huggingface_hub.model_info(name, timeout=5)
             return
+        except GatedRepoError:
+            return  # it exists; loading it says what access it needs
         except (RepositoryNotFoundError, HFValidationError):
             raise ConfigError(f"model {name!r}: no such model on the Hugging Face Hub, and not an alias or a "
                               "local folder; `harness list` shows the aliases") from None

@@ -3,7 +3,6 @@ without retraining, as a separate record the report shows."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 

@@ -3,8 +3,8 @@
 invocation exit non-zero with a summary; Ctrl-C says how far the grid got and exits 130."""
 from __future__ import annotations
 
+import os
 import shutil
-import sys
 
 import pytest
 
@@ -156,3 +156,42 @@ def test_ctrl_c_says_how_far_and_exits_130(tmp_path, data_dir, temporary_reward,
     err = capsys.readouterr().err
     assert code == 130 and "1/2 done; rerun the same command to resume" in err and "Traceback" not in err
     assert [r.reward for r in Store(tmp_path / "s").records()] == ["ce"]
+
+
+def test_unreachable_hub_switches_to_offline_instead_of_retrying(monkeypatch):
+    """The Hub cannot be reached: one short attempt, then HF_HUB_OFFLINE for this process and its
+    workers, and an uncached model is refused at once."""
+    import huggingface_hub
+
+    from harness.config import ConfigError
+    from harness.validate import check_models
+
+    calls = []
+
+    def unreachable(name, timeout):
+        calls.append(timeout)
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    with pytest.raises(ConfigError, match="not reachable .* not in the local cache"):
+        check_models(["tiny-bert", "someone/uncached-model"])
+    assert calls == [5] and huggingface_hub.constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_model_missing_on_a_reachable_hub_is_named(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from harness.config import ConfigError
+    from harness.validate import check_models
+
+    def missing(name, timeout):
+        raise RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as the Hub's 404 is turned into
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "model_info", missing)
+    with pytest.raises(ConfigError, match="'someone/typo': no such model on the Hugging Face Hub"):
+        check_models(["someone/typo"])
