@@ -2,7 +2,6 @@
 run's hash in its own identity, and is never run, let alone stored, without it."""
 from __future__ import annotations
 
-
 import pytest
 
 from harness.cli import main

@@ -3,9 +3,10 @@
 `schedule` is the only loop. It hands cells to a backend in the grid's order, at most
 `backend.capacity` at a time, and waits for the next finished one; a cell whose strategy starts from
 another run's checkpoint (`init_from`, e.g. the sampling strategies from `ce`) is handed out only
-after that run has finished, when the parent is part of this grid (otherwise at once, from the
-pretrained model if no checkpoint is stored). It prints one line per finished run and counts the
-statuses.
+after that run has finished, when the parent is part of this grid (otherwise at once: the plan
+checked that the parent is stored), and never when the parent did not complete. Each run is claimed
+in the store before it starts (`Store.claim`), so grids sharing a store split the cells. It prints
+one line per finished run and counts the statuses and failures.
 
 Backends (`start(token, cfg)`; `wait()` -> the next `Outcome`; a context manager that stops what
 still runs on exit):
