@@ -119,8 +119,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if not args.test_files and not args.split:
         raise ConfigError("evaluate needs --test-files FILE... (the task's test format) or --split NAME")
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-    path, evaluation = evaluate_run(Store(args.store), args.run, DataSource(data_dir=data_dir, hub_variant=args.hub_variant),
-                                    [Path(f) for f in args.test_files or []], args.split, progress=not args.quiet)
+    source = DataSource(data_dir=data_dir, hub_variant=args.hub_variant)
+    path, evaluation = evaluate_run(Store(args.store), args.run, source, [Path(f) for f in args.test_files or []],
+                                    args.split, progress=not args.quiet)
     metric = evaluation["main_metric"]
     print(f"run {args.run} ({evaluation['task']} {evaluation['reward']} seed {evaluation['seed']}): {metric} "
           f"{evaluation['test'][metric]:.2f} on {evaluation['n_examples']} examples; stored {path}")
@@ -281,16 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     from harness.report import ReportError
     from tasks.formats import DataFormatError
 
-    from harness.grid.scheduler import Interrupted
-
     args = parser().parse_args(argv)
     try:
         args.func(args)
     except (ConfigError, StoreError, DataFormatError, ReportError) as err:  # each names the file, line or key
         sys.exit(f"error: {err}")
-    except Interrupted as err:
-        print(f"\ninterrupted: {err}", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as err:  # a grid's says how far it got (harness.grid.scheduler.Interrupted)
+        print(f"\ninterrupted; {err or 'rerun the same command to resume'}", file=sys.stderr)
         sys.exit(130)

@@ -235,7 +235,7 @@ def _gone(owner: str) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False
+        pass  # alive, another user's
     return False
 
 

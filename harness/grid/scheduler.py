@@ -62,8 +62,9 @@ class Tally:
             self.failures.append((label, (why.strip().splitlines() or [""])[0]))
 
 
-class Interrupted(Exception):
-    """Ctrl-C stopped the grid after `done` of its `total` runs had finished."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the grid after `done` of its `total` runs had finished (a KeyboardInterrupt
+    still, so whatever catches that catches it)."""
 
     def __init__(self, done: int, total: int) -> None:
         super().__init__(f"{done}/{total} done; rerun the same command to resume")
