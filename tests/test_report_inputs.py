@@ -86,3 +86,14 @@ def test_zero_resamples_is_refused_politely(tmp_path, command):
         main(argv)
     assert str(exit_info.value.code) == ("error: --resamples must be at least 1, got 0 (paired-bootstrap resamples "
                                          "for the significance tests; the default is 1000)")
+
+
+def test_a_seed_stored_twice_is_mixing(tmp_path):
+    """E.g. a child run stored before its parent joined its identity and again after: two hashes, one
+    seed; pooled, the seed would count twice."""
+    records = [synthetic.completed("sentiment", "ce", s, 0.3) for s in (1, 2, 3)]
+    again = records[0]
+    records.append(dataclasses.replace(again, hash="0" * 16, config={**again.config, "parent": "f" * 16}))
+    store = write_store(tmp_path / "s", records)
+    with pytest.raises(SystemExit, match=r"sentiment / ce: .*1 seed\(s\) run twice: 1"):
+        _report(store, tmp_path)

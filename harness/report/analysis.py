@@ -493,6 +493,10 @@ def _check_cells(groups: dict[tuple[str, str], list[RunRecord]], notes: list[str
     naming what differs, or, with `allow_mixed`, a note."""
     for (task, strategy), runs in sorted(groups.items()):
         differing = _differing(runs)
+        seeds = Counter(r.seed for r in runs)
+        twice = sorted(seed for seed, n in seeds.items() if n > 1)  # e.g. a child stored before and after
+        if twice:  # its parent joined its identity: same seed, two hashes
+            differing.append(f"{len(twice)} seed(s) run twice: {', '.join(map(str, twice))}")
         if not differing:
             continue
         what = f"{task} / {strategy}: its runs differ in more than the seed ({', '.join(differing)})"
