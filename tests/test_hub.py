@@ -1,6 +1,8 @@
 """The Hub path, with `datasets.load_dataset` replaced by tables of the Hub data sets' own schemas."""
 from __future__ import annotations
 
+import gzip
+
 import datasets
 import pytest
 
@@ -86,8 +88,8 @@ def test_variant_reads_its_local_files_from_the_documented_layout(tmp_path, fake
     folder = tmp_path / "variants" / "wmt16" / "multi30k"
     folder.mkdir(parents=True)
     for stem in ("train", "val", "test_2016_flickr"):
-        (folder / f"{stem}.de.gz").write_bytes(__import__("gzip").compress("Hallo Welt.\n".encode()))
-        (folder / f"{stem}.en.gz").write_bytes(__import__("gzip").compress("Hello world.\n".encode()))
+        (folder / f"{stem}.de.gz").write_bytes(gzip.compress("Hallo Welt.\n".encode()))
+        (folder / f"{stem}.en.gz").write_bytes(gzip.compress("Hello world.\n".encode()))
     source = DataSource(data_dir=tmp_path, hub_variant="wmt16")
     described = source.describe(get_task("translation"))
     assert described["kind"] == "local" and described["variant"] == "wmt16"
