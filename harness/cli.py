@@ -1,4 +1,4 @@
-"""Command line: `python -m harness list | run | bench | report | leaderboard`."""
+"""Command line: `python -m harness list | run | evaluate | bench | report | leaderboard`."""
 from __future__ import annotations
 
 import argparse
@@ -87,7 +87,7 @@ def _device(value: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from harness.grid.monitor import summary_line
+    from harness.grid.monitor import failure_summary, summary_line
     from harness.grid.plan import make_plan
     from harness.grid.progress import print_plan, waiting_on_parent
     from harness.grid.scheduler import run_session
@@ -122,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     source = DataSource(data_dir=data_dir, hub_variant=args.hub_variant)
     log.info("grid %s (%s); data: %s; store: %s", grid.name, grid.source, data_dir or "Hugging Face Hub", args.store)
-    store = Store(args.store)
+    store = Store(args.store, keep_checkpoints=args.keep_checkpoints)
     plan = make_plan(grid, source, store, _names(args.task), split_reward_options(args.reward), args.seed, overrides,
                      single=not args.grid_mode, force=args.force, retry_failed=args.retry_failed)
     config = resolved_config(grid.name, [(cell.strategy, cell.config) for cell in plan.cells])
@@ -144,6 +144,25 @@ def cmd_run(args: argparse.Namespace) -> None:
                           on_record=[functools.partial(log_record, trackers, group=grid.name)] if trackers else [])
     log.info("%s: %s", grid.name, summary_line(session, session["runs"]))
     upload_grid_report(trackers, store, grid.name)
+    if session["failures"]:
+        sys.exit(failure_summary(session["failures"]))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from harness.run.data import DataSource, default_data_dir
+    from harness.run.evaluation import evaluate_run
+    from harness.store import Store
+
+    _include(args)
+    if not args.test_files and not args.split:
+        raise ConfigError("evaluate needs --test-files FILE... (the task's test format) or --split NAME")
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    source = DataSource(data_dir=data_dir, hub_variant=args.hub_variant)
+    path, evaluation = evaluate_run(Store(args.store), args.run, source, [Path(f) for f in args.test_files or []],
+                                    args.split, progress=not args.quiet)
+    metric = evaluation["main_metric"]
+    print(f"run {args.run} ({evaluation['task']} {evaluation['reward']} seed {evaluation['seed']}): {metric} "
+          f"{evaluation['test'][metric]:.2f} on {evaluation['n_examples']} examples; stored {path}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -175,7 +194,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     store = Store(args.store)
     formats = [name for names in args.format for name in names] if args.format else None
     write_report(store, Path(args.out), n_resamples=args.resamples, formats=formats,
-                 records=chosen.select(store) if args.filter else None)
+                 records=chosen.select(store, strict=args.strict) if args.filter else None,
+                 allow_mixed=args.allow_mixed, strict=args.strict)
     if trackers:
         log_report(trackers, Path(args.out), chosen.grid or "report")
 
@@ -185,7 +205,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
     from harness.store import Store
 
     _include(args)
-    print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples)
+    print_leaderboards(Store(args.store), _names(args.task), args.format, n_resamples=args.resamples,
+                       allow_mixed=args.allow_mixed, strict=args.strict)
 
 
 def _report_formats(value: str) -> list[str]:
@@ -226,6 +247,13 @@ def _report_to_option(command: argparse.ArgumentParser, what: str) -> None:
     command.add_argument("--report-to", action="append", metavar="TRACKER",
                          help=f"{what} (tensorboard, wandb, mlflow, trackio; repeat or comma-separate; default "
                               "none; pip install 'reward-harness[track]')")
+def _reading_options(command: argparse.ArgumentParser) -> None:
+    """How `report` and `leaderboard` treat a store that is not uniform."""
+    command.add_argument("--allow-mixed", action="store_true",
+                         help="pool runs of a cell that differ in more than the seed (settings, data, model); "
+                              "default: an error naming what differs")
+    command.add_argument("--strict", action="store_true",
+                         help="refuse a store holding a corrupt or foreign JSON file (default: skip it with a warning)")
 
 
 def _include_option(command: argparse.ArgumentParser) -> None:
@@ -272,6 +300,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     run.add_argument("--quiet", action="store_true", help="no progress bars (bars are only drawn on a terminal)")
+    run.add_argument("--keep-checkpoints", action="store_true",
+                     help="store every run's selected weights (for `harness evaluate`; the record gives the size)")
     run.add_argument("--jobs", type=int, help="runs at once, each in a worker process (default: as many as "
                                               "the free GPU memory holds; 1 on CPU)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -283,6 +313,19 @@ def parser() -> argparse.ArgumentParser:
                                                         "(default: 1 on a cluster with GPUs, else 0)")
     _include_option(run)
     run.set_defaults(func=cmd_run)
+
+    evaluate = sub.add_parser("evaluate", help="score a stored run's kept checkpoint on other test data "
+                                               "(no retraining; needs `run --keep-checkpoints`)")
+    evaluate.add_argument("run", metavar="RUN_HASH", help="the run's hash (its record's file name)")
+    evaluate.add_argument("--test-files", nargs="+", metavar="FILE",
+                          help="test data in the task's local format (translation: the source file, then the target)")
+    evaluate.add_argument("--split", help="or a split of the task's data source: train, validation, test")
+    evaluate.add_argument("--data-dir", help="for --split: local data folder (default $HARNESS_DATA_DIR; unset: the Hub)")
+    evaluate.add_argument("--hub-variant", help="for --split: an alternative data set of the task (e.g. wmt16)")
+    evaluate.add_argument("--store", default=str(default_store()))
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    _include_option(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
 
     bench = sub.add_parser("bench", help="the harness against the Hugging Face Trainer recipe, same data and model")
     bench.add_argument("--task", required=True)
@@ -316,6 +359,7 @@ def parser() -> argparse.ArgumentParser:
                              "(repeatable; all must hold)")
     _report_to_option(report, "upload the report folder as an artifact to these trackers (those that keep "
                               "artifacts: wandb, mlflow)")
+    _reading_options(report)
     _include_option(report)
     report.set_defaults(func=cmd_report)
 
@@ -325,6 +369,7 @@ def parser() -> argparse.ArgumentParser:
     board.add_argument("--format", type=_printable_format, default="md", metavar="{" + ",".join(_format_names(True)) + "}",
                        help="what to print (default md; latex is tex)")
     board.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples (default 1000)")
+    _reading_options(board)
     _include_option(board)
     board.set_defaults(func=cmd_leaderboard)
     return top
@@ -338,6 +383,9 @@ def main(argv: list[str] | None = None) -> None:
         log.propagate = False  # once, whatever handlers the root logger has
     try:
         args.func(args)
+    except KeyboardInterrupt as err:  # a grid's says how far it got (harness.grid.scheduler.Interrupted)
+        print(f"\ninterrupted; {err or 'rerun the same command to resume'}", file=sys.stderr)
+        sys.exit(130)
     except Exception as err:
         if isinstance(err, _user_errors()):  # each names the file, line or key: no traceback
             sys.exit(f"error: {err}")

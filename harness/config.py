@@ -78,15 +78,42 @@ class RunConfig:
     settings: TrainSettings
     reward_params: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)  # DataSource.describe(): checksums or Hub id
+    # The run hash of the run whose checkpoint the strategy starts from (`init_from`; set by
+    # `with_parent`), None for strategies that start from the pretrained model.
+    parent: str | None = None
 
     def identity(self) -> dict[str, Any]:
-        """The full resolved configuration that names this run (see `run_hash`)."""
-        return {"task": self.task, "reward": self.reward, "reward_params": self.reward_params,
-                "seed": self.seed, "settings": dataclasses.asdict(self.settings), "data": self.data,
-                "harness_version": __version__}
+        """The full resolved configuration that names this run (see `run_hash`). The parent's hash is
+        part of it only when there is one, so runs from the pretrained model keep their older hashes."""
+        identity = {"task": self.task, "reward": self.reward, "reward_params": self.reward_params,
+                    "seed": self.seed, "settings": dataclasses.asdict(self.settings), "data": self.data,
+                    "harness_version": __version__}
+        return {**identity, "parent": self.parent} if self.parent is not None else identity
 
     def run_hash(self) -> str:
         return identity_hash(self.identity())
+
+
+def parent_of(cfg: RunConfig, chain: tuple[str, ...] = ()) -> RunConfig | None:
+    """The run whose checkpoint `cfg`'s strategy starts from (same task, seed, settings and data;
+    the parent strategy's default parameters), itself with its own parent named; None if none.
+    `chain`: the strategies below it, to refuse strategies that start from each other."""
+    from rewards.base import REWARDS
+
+    name = REWARDS[cfg.reward].init_from
+    if not name:
+        return None
+    if name in (*chain, cfg.reward):
+        raise ConfigError(f"strategies start from each other's checkpoints ({' -> '.join((*chain, cfg.reward, name))}); "
+                          "fix their `init_from`")
+    return with_parent(dataclasses.replace(cfg, reward=name, reward_params={}, parent=None), (*chain, cfg.reward))
+
+
+def with_parent(cfg: RunConfig, chain: tuple[str, ...] = ()) -> RunConfig:
+    """`cfg` with `parent` set to its parent run's hash: a child's identity names the exact run it was
+    trained from, so a record of a child never stands for one trained from another parent."""
+    parent = parent_of(cfg, chain)
+    return dataclasses.replace(cfg, parent=parent.run_hash() if parent is not None else None)
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -149,8 +176,12 @@ def settings_from(where: str, values: dict[str, Any], base: TrainSettings | None
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping of settings, got {values!r}")
     _check_keys(where, values, set(_SETTING_TYPES))
+    from harness.validate import check_settings
+
     checked = {k: _coerce(where, k, v) for k, v in values.items()}
-    return dataclasses.replace(base or TrainSettings(), **checked)
+    settings = dataclasses.replace(base or TrainSettings(), **checked)
+    check_settings(where, settings)
+    return settings
 
 
 def check_reward_params(where: str, name: str, params: Any) -> dict[str, Any]:

@@ -3,18 +3,35 @@ checkpoints.
 
 Layout under the store directory:
   records/<task>/<reward>/<run hash>.json   the run's record (status completed, failed or refused)
-  checkpoints/<run hash>/model.safetensors  selected weights of runs other strategies start from
+  checkpoints/<run hash>/model.safetensors  selected weights of runs other strategies start from (of
+                                            every run with `run --keep-checkpoints`)
   sessions/<UTC time>-<pid>.json            one per `harness run`: wall time, GPU utilisation
+  claims/<run hash>.claim                   a run being trained now: its owner (host, pid)
+  evaluations/<task>/<reward>/<run hash>-<data id>.json   `harness evaluate` of a run on other test data
 A record is written to a temporary file in the same folder, flushed to disk and renamed over the
 final name, so a killed run never leaves a file that looks like a record; readers ignore the
-temporary files. Rename is atomic on POSIX, so concurrent writers never interleave.
+temporary files, and `clean_orphans` removes those a killed process left. Rename is atomic on
+POSIX, so concurrent writers never interleave. Files are created readable by the group (the umask
+decides, as for any file), so a store can be shared.
+
+Several grids can share one store, on one machine or over a shared file system: before a run
+trains, its grid takes the run's claim, a file created with O_EXCL (only one creator succeeds)
+holding the owner's host and pid, whose modification time is the owner's heartbeat (refreshed by a
+thread of the grid while it holds the claim). A claim whose heartbeat is older than
+`claim_stale_seconds()` ($HARNESS_CLAIM_STALE, default 300 s), or whose owner on this host is no
+longer alive, is stale and taken over: a killed grid's runs are rerun by whichever grid comes next.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import socket
+import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
@@ -73,6 +90,7 @@ class RunRecord:
     oom_retry: dict[str, Any] | None = None
     model_kind: str | None = None  # set where it is not the task's own kind (e.g. causal_lm)
     policy_dropout: bool | None = None  # whether dropout was on while the model trained (None: older records)
+    checkpoint: dict[str, Any] | None = None  # the stored selected weights: file (in the store) and bytes
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,14 +103,15 @@ class RunRecord:
                   environment: dict[str, Any], generation: dict[str, Any] | None = None,
                   init_from: str | None = None, metric_info: dict[str, Any] | None = None,
                   steps: list[dict[str, Any]] | None = None, oom_retry: dict[str, Any] | None = None,
-                  model_kind: str | None = None, policy_dropout: bool | None = None) -> RunRecord:
+                  model_kind: str | None = None, policy_dropout: bool | None = None,
+                  checkpoint: dict[str, Any] | None = None) -> RunRecord:
         """Keyword-only: many same-typed dicts, easy to swap by position."""
         identity, run_hash = _named(cfg_or_identity)
         return cls(hash=run_hash, status="completed", config=identity, model=model, generation=generation or {},
                    init_from=init_from, main_metric=main_metric, best_epoch=best_epoch, validation=validation,
                    test=test, metric_info=metric_info or {}, history=history, steps=steps or [],
                    test_examples=test_examples, timing=timing, environment=environment, oom_retry=oom_retry,
-                   model_kind=model_kind, policy_dropout=policy_dropout)
+                   model_kind=model_kind, policy_dropout=policy_dropout, checkpoint=checkpoint)
 
     @classmethod
     def failed(cls, cfg_or_identity: _Named | Mapping[str, Any], error: str | BaseException,
@@ -160,7 +179,8 @@ class RunRecord:
         The schema version is checked by `Store`, which can name the file."""
         missing = [key for key in ("hash", "status", "config") if key not in data]
         if missing:
-            raise ValueError(f"not a run record: no {', '.join(missing)}")
+            raise ValueError(f"no {', '.join(repr(k) for k in missing)} key; a run record has 'hash', 'status' "
+                             "and 'config'")
         known = {k: v for k, v in data.items() if k in _FIELDS}
         return cls(**known, extra={k: v for k, v in data.items() if k not in _FIELDS})
 
@@ -168,7 +188,8 @@ class RunRecord:
 _FIELDS = {f.name for f in dataclasses.fields(RunRecord)} - {"extra"}
 _RESULT_FIELDS = ("model", "generation", "init_from", "main_metric", "best_epoch", "validation", "test",
                   "metric_info", "history", "steps", "test_examples", "timing", "environment")
-_OUTCOME_FIELDS = ("error", "traceback", "reason", "oom_retry", "model_kind", "policy_dropout")  # written when set
+_OUTCOME_FIELDS = ("error", "traceback", "reason", "oom_retry", "model_kind", "policy_dropout",
+                   "checkpoint")  # written when set
 _DEFAULTS = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
              for f in dataclasses.fields(RunRecord)}
 
@@ -185,29 +206,204 @@ def default_store() -> Path:
     return Path(os.environ.get("HARNESS_STORE", "runs"))
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide records from the group
+_HOST = socket.gethostname()
+
+
+def claim_stale_seconds() -> float:
+    """Seconds without a heartbeat after which a claim, or a temporary file, is another process's
+    leftover ($HARNESS_CLAIM_STALE, default 300)."""
+    return float(os.environ.get("HARNESS_CLAIM_STALE", 300))
+
+
+def _owner() -> str:
+    return f"{_HOST}:{os.getpid()}"
+
+
+def _gone(owner: str) -> bool:
+    """Whether `owner` ("host:pid") is a process of this host that no longer runs."""
+    host, _, pid = owner.rpartition(":")
+    if host != _HOST or not pid.isdigit():
+        return False
     try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    return False
+
+
+def _disk_error(path: Path, err: OSError) -> StoreError | OSError:
+    """A full disk (or quota) as one line naming the path; any other error unchanged."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"{path}: no space left on the device ({err.strerror}); free some space or use "
+                          "another --store, then rerun the same command to resume")
+    return err
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Writes a temporary file named after this process (so `clean_orphans` knows whose it is),
+    fsyncs it and renames it over `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_owner()}.", suffix=".tmp")
+    except OSError as err:
+        raise _disk_error(path, err) from None
+    try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _disk_error(path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+@dataclass
+class Claim:
+    """A run this process trains now (see the module's docstring); `refresh` is its heartbeat."""
+
+    path: Path
+    owner: str
+
+    def ours(self) -> bool:
+        try:
+            return json.loads(self.path.read_text())["owner"] == self.owner
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    def refresh(self) -> None:
+        try:
+            os.utime(self.path)
+        except OSError:
+            pass  # taken over meanwhile (we were stale): the other grid reruns it too; records are atomic
+
+    def release(self) -> None:
+        if self.ours():
+            self.path.unlink(missing_ok=True)
+            try:
+                self.path.parent.rmdir()  # the last claim leaves no trace in the store
+            except OSError:
+                pass  # other claims are held
+
+
+class Heartbeat:
+    """A thread refreshing the claims it holds every tenth of the stale time, while they are held."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, Claim] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="claim-heartbeat")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(claim_stale_seconds() / 10):
+            for claim in list(self.claims.values()):
+                claim.refresh()
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        for claim in self.claims.values():
+            claim.release()
+        self.claims.clear()
+
+
 class Store:
-    def __init__(self, root: Path | str):
+    """`keep_checkpoints`: runs save their selected weights (`run --keep-checkpoints`, for `harness
+    evaluate`), not only the runs other strategies start from."""
+
+    def __init__(self, root: Path | str, keep_checkpoints: bool = False):
         self.root = Path(root)
+        self.keep_checkpoints = keep_checkpoints
 
     def record_path(self, task: str, reward: str, run_hash: str) -> Path:
         return self.root / "records" / task / reward / f"{run_hash}.json"
 
     def checkpoint_path(self, run_hash: str) -> Path:
         return self.root / "checkpoints" / run_hash / "model.safetensors"
+
+    def claim(self, run_hash: str) -> Claim | None:
+        """Claims a run for this process (see the module's docstring): the claim, or None while
+        another live owner holds it. A stale claim is moved aside (an atomic rename, so one taker
+        wins) and taken over."""
+        path = self.root / "claims" / f"{run_hash}.claim"
+        for _ in range(3):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE)
+            except FileNotFoundError:
+                continue  # the folder was removed by the release of another grid's last claim
+            except FileExistsError:
+                if not self._stale(path):
+                    return None
+                aside = path.with_name(f"{path.name}.{_owner()}.stale")
+                try:
+                    os.rename(path, aside)
+                except FileNotFoundError:
+                    continue
+                if not self._stale(aside):  # another taker's fresh claim, renamed between our check and rename
+                    try:
+                        os.link(aside, path)
+                    except FileExistsError:
+                        pass
+                    aside.unlink(missing_ok=True)
+                    return None
+                aside.unlink(missing_ok=True)
+                continue
+            except OSError as err:
+                raise _disk_error(path, err) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"owner": _owner(), "host": _HOST, "pid": os.getpid(), "claimed": time.time()}, fh)
+            return Claim(path, _owner())
+        return None
+
+    def claim_free(self, run_hash: str) -> bool:
+        """Whether nobody holds the run's claim, or its holder is stale."""
+        return self._stale(self.root / "claims" / f"{run_hash}.claim")
+
+    @staticmethod
+    def _stale(path: Path) -> bool:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        try:
+            owner = json.loads(path.read_text())["owner"]
+        except (OSError, ValueError, KeyError, TypeError):
+            owner = ""  # being written, or garbage: judged by its age alone
+        return age > claim_stale_seconds() or _gone(owner)
+
+    def clean_orphans(self) -> list[Path]:
+        """Removes temporary files a killed process left (its pid gone on this host, or older than the
+        stale time); returns them."""
+        removed = []
+        for tmp in [*self.root.glob("**/.*.tmp"), *self.root.glob("claims/*.stale")]:
+            marker = f".{_HOST}:"  # temporary files are named ".<name>.<host>:<pid>.<random>.tmp"
+            owner = f"{_HOST}:{tmp.name.split(marker, 1)[1].split('.', 1)[0]}" if marker in tmp.name else ""
+            try:
+                old = time.time() - tmp.stat().st_mtime > claim_stale_seconds()
+            except FileNotFoundError:
+                continue
+            if old or _gone(owner):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
 
     def status(self, task: str, reward: str, run_hash: str) -> str | None:
         """The stored status of a run ("completed", "failed", "refused"), or None if never stored."""
@@ -241,6 +437,28 @@ class Store:
         path = self.checkpoint_path(run_hash)
         return load_file(str(path)) if path.exists() else None
 
+    def find(self, run_hash: str) -> RunRecord:
+        """The record of a run named by its hash alone (`harness evaluate`)."""
+        paths = list((self.root / "records").glob(f"*/*/{run_hash}.json"))
+        if not paths:
+            raise StoreError(f"no run {run_hash!r} in store {self.root}; `harness report` lists the stored runs "
+                             "with their hashes (runs.csv), or pass --store")
+        return self._read_record(paths[0])
+
+    def evaluation_path(self, record: RunRecord, data_id: str) -> Path:
+        return self.root / "evaluations" / record.task / record.reward / f"{record.hash}-{data_id}.json"
+
+    def save_evaluation(self, record: RunRecord, data_id: str, evaluation: dict[str, Any]) -> Path:
+        """Stores an evaluation of a run on other data (`harness evaluate`), beside, never inside, its record."""
+        path = self.evaluation_path(record, data_id)
+        data = json.dumps({"schema_version": SCHEMA_VERSION, **evaluation}, indent=1, default=str).encode()
+        _atomic_write(path, lambda fh: fh.write(data))
+        return path
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """Every stored evaluation (see `save_evaluation`)."""
+        return [self._read(path) for path in sorted((self.root / "evaluations").glob("*/*/*.json"))]
+
     def save_session(self, session: dict[str, Any]) -> Path:
         """Writes one `harness run` invocation's summary (atomically, like a record)."""
         stamp = session["started"].replace(":", "").replace("-", "")
@@ -253,10 +471,17 @@ class Store:
         """Every stored session summary, oldest first."""
         return [self._read(path) for path in sorted((self.root / "sessions").glob("*.json"))]
 
-    def records(self) -> Iterator[RunRecord]:
-        """Every stored record; a record of another schema version is refused with a message."""
+    def records(self, strict: bool = True) -> Iterator[RunRecord]:
+        """Every stored record. A file that is not a readable record of this schema (corrupt, foreign,
+        another schema version) is refused with a message naming it, or, not `strict`, skipped with a
+        warning on stderr naming it."""
         for path in sorted((self.root / "records").glob("*/*/*.json")):
-            yield self._read_record(path)
+            try:
+                yield self._read_record(path)
+            except StoreError as err:
+                if strict:
+                    raise
+                print(f"warning: skipped {err}", file=sys.stderr)
 
     @classmethod
     def _read_record(cls, path: Path) -> RunRecord:
@@ -276,6 +501,9 @@ class Store:
         if not isinstance(record, dict):
             raise StoreError(f"{path}: not a JSON object; delete it and rerun the grid")
         version = record.get("schema_version")
+        if version is None:
+            raise StoreError(f"{path}: not a record of this harness (no schema_version key); delete it or move it "
+                             "out of the store (a run's record is recreated by rerunning the grid)")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{path}: record schema version {version!r}, this harness reads version "
                              f"{SCHEMA_VERSION}; use the harness version that wrote it or rerun into a new "

@@ -28,8 +28,13 @@ class DataFormatError(ValueError):
     def __init__(self, path: str | Path, line: int | None, problem: str, fix: str) -> None:
         self.path = Path(path)
         self.line = line
+        self.problem, self.fix = problem, fix
         where = f"{path}, line {line}" if line is not None else str(path)
         super().__init__(f"{where}: {problem}. Fix: {fix}.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuilt from its four parts: it travels from `--jobs` workers and Ray tasks to the grid."""
+        return type(self), (self.path, self.line, self.problem, self.fix)
 
 
 def _read_text(path: str | Path) -> str:
@@ -143,6 +148,11 @@ def read_label_tsv(path: str | Path, num_labels: int = 2) -> list[dict[str, Any]
             raise DataFormatError(path, number,
                                   f"expected 'LABEL<TAB>SENTENCE', found no tab ({line[:60]!r})", fix_order)
         label, text = line.split("\t", 1)
+        if "\t" in text:
+            raise DataFormatError(path, number,
+                                  f"expected 2 tab-separated columns, found {line.count(chr(9)) + 1} ({line[:60]!r})",
+                                  "keep one tab between the label and the sentence; a tab inside the sentence "
+                                  "must become a space")
         try:
             value = int(label)
         except ValueError:
@@ -158,8 +168,10 @@ def read_label_tsv(path: str | Path, num_labels: int = 2) -> list[dict[str, Any]
 
 
 def read_parallel(source_path: str | Path, target_path: str | Path) -> list[dict[str, Any]]:
-    """Read two aligned files, one sentence a line; line i of one translates line i of the other."""
-    sources, targets = _read_lines(source_path), _read_lines(target_path)
+    """Read two aligned files, one sentence a line; line i of one translates line i of the other.
+    Blank lines at the end of a file are ignored; any other empty line is an error, since an empty
+    sentence has nothing to translate and an inserted blank line shifts every later pair."""
+    sources, targets = _nonblank_until_end(source_path), _nonblank_until_end(target_path)
     if len(sources) != len(targets):
         short, long_ = (source_path, target_path) if len(sources) < len(targets) else (target_path, source_path)
         first = min(len(sources), len(targets)) + 1
@@ -172,10 +184,26 @@ def read_parallel(source_path: str | Path, target_path: str | Path) -> list[dict
     return [{"source": s, "target": t} for s, t in zip(sources, targets)]
 
 
+def _nonblank_until_end(path: str | Path) -> list[str]:
+    """The lines of one side of a parallel corpus, trailing blank lines dropped; an empty line
+    before the end is a `DataFormatError` naming it."""
+    lines = _read_lines(path)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise DataFormatError(path, number, "empty line: an empty sentence, or a blank line that shifts "
+                                  "every later line against the other file",
+                                  "remove the line from both files, or restore its sentence")
+    return lines
+
+
 def read_csv_pairs(path: str | Path, source_column: str, target_column: str) -> list[dict[str, Any]]:
     """Read a CSV file with a header row (quoted fields may span lines; errors report the line a
     record starts on). Rows with an empty source carry nothing to learn from and are dropped with one
-    warning giving their count (SAMSum's train split has one empty dialogue)."""
+    warning giving their count (SAMSum's train split has one empty dialogue, the only such row in
+    the real data). An empty target (a summary) is an error: the real data has none, and it would
+    teach the model to write nothing."""
     reader = csv.reader(io.StringIO(_read_text(path), newline=""))
     expected = f"a header row naming the columns {source_column!r} and {target_column!r}"
     header = next(reader)
@@ -192,6 +220,9 @@ def read_csv_pairs(path: str | Path, source_column: str, target_column: str) -> 
                 raise DataFormatError(path, start,
                                       f"expected {len(header)} fields ({','.join(header)}), found {len(record)}",
                                       "quote fields that contain commas or newlines with double quotes")
+            if record and record[src].strip() and not record[tgt].strip():
+                raise DataFormatError(path, start, f"empty {target_column!r} (the source is not empty)",
+                                      f"write the row's {target_column}, or remove the row")
             if record:
                 if record[src].strip():
                     rows.append({"source": record[src], "target": record[tgt]})

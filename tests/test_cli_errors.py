@@ -168,7 +168,8 @@ def test_list_command(tmp_path):
 @pytest.mark.parametrize("command", ["report", "leaderboard", "run"])
 def test_store_written_by_another_version_is_refused(store, capsys, tmp_path, command):
     """A record with another schema_version is never misread: each command names the file and the
-    fix, and writes nothing (no report files, no new records)."""
+    fix, and writes nothing (no report files, no new records). (Without --strict, `report` and
+    `leaderboard` skip it with a warning: tests/test_report_inputs.py.)"""
     import json
 
     from harness.store import SCHEMA_VERSION
@@ -178,8 +179,8 @@ def test_store_written_by_another_version_is_refused(store, capsys, tmp_path, co
     old.write_text(json.dumps({"schema_version": SCHEMA_VERSION - 1, "hash": "0123456789abcdef",
                                "status": "completed", "config": {"task": "sentiment", "reward": "ce"}}))
     out = tmp_path / "results"
-    argv = {"report": ["report", "--store", str(store), "--out", str(out)],
-            "leaderboard": ["leaderboard", "--store", str(store)],
+    argv = {"report": ["report", "--store", str(store), "--out", str(out), "--strict"],
+            "leaderboard": ["leaderboard", "--store", str(store), "--strict"],
             "run": ["run", "--grid", "--grid-file", str(_old_grid(tmp_path)), "--store", str(store)]}[command]
     if command == "run":  # the stored record has the hash of no cell: point the cell at it
         import harness.config

@@ -195,3 +195,59 @@ def test_missing_file(tmp_path):
 
 def test_error_is_a_value_error(tmp_path):
     assert issubclass(DataFormatError, ValueError)
+
+
+# --- issue 13, item 5: bad rows that used to be accepted silently ---------------------------------
+
+def test_tsv_extra_columns(tmp_path):
+    """Before: 'LABEL<TAB>SENTENCE<TAB>EXTRA' kept the extra column as part of the sentence."""
+    path = write(tmp_path / "train.tsv", "1\ta gem .\n0\tdull .\tsource=imdb\n")
+    with pytest.raises(DataFormatError) as excinfo:
+        read_label_tsv(path)
+    check(excinfo, path, 2, "expected 2 tab-separated columns, found 3")
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_parallel_empty_line_is_refused(tmp_path, side):
+    """Before: an empty sentence (or an inserted blank line, which shifts every later pair while the
+    counts still match after a deletion elsewhere) was read as a pair."""
+    good = "Ein Hund.\nZwei Katzen.\nDrei Vögel.\n"
+    bad = "Ein Hund.\n\nDrei Vögel.\n"
+    src = write(tmp_path / "a.de", bad if side == "source" else good)
+    tgt = write(tmp_path / "a.en", good if side == "source" else bad)
+    with pytest.raises(DataFormatError) as excinfo:
+        read_parallel(src, tgt)
+    check(excinfo, src if side == "source" else tgt, 2, "empty line", "shifts every later line")
+
+
+def test_parallel_trailing_blank_lines_are_accepted(tmp_path):
+    src = write(tmp_path / "a.de", "Ein Hund.\nZwei Katzen.\n\n")
+    tgt = write(tmp_path / "a.en", "A dog.\nTwo cats.\n")
+    assert read_parallel(src, tgt) == [{"source": "Ein Hund.", "target": "A dog."},
+                                       {"source": "Zwei Katzen.", "target": "Two cats."}]
+
+
+def test_csv_empty_summary_is_refused(tmp_path):
+    """Before: an empty summary became a training target of nothing. The real SAMSum has none."""
+    path = write(tmp_path / "s.csv", 'id,dialogue,summary\n1,"A: hi\nB: hey",greeting\n2,"A: bye",\n')
+    with pytest.raises(DataFormatError) as excinfo:
+        read_csv_pairs(path, "dialogue", "summary")
+    check(excinfo, path, 4, "empty 'summary'")
+
+
+def test_real_samsum_has_no_empty_summaries(data_dir):
+    for split in ("train", "validation", "test"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # train: the one empty dialogue, dropped with a warning
+            rows = read_csv_pairs(data_dir / "samsum" / f"{split}.csv.gz", "dialogue", "summary")
+        assert all(r["target"].strip() for r in rows)
+
+
+def test_data_error_survives_pickling(tmp_path):
+    """It travels from --jobs workers and Ray tasks; before, unpickling it raised a TypeError
+    (Ray: UnserializableException)."""
+    import pickle
+
+    err = DataFormatError(tmp_path / "x.tsv", 3, "bad", "fix it")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is DataFormatError and str(back) == str(err) and (back.path, back.line) == (err.path, 3)

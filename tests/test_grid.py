@@ -29,10 +29,13 @@ def _grid(tmp_path):
     return load_grid(path)
 
 
+def _completed(cfg: RunConfig) -> RunRecord:
+    return RunRecord.completed(cfg, model="m", main_metric="f1", best_epoch=1, validation={}, test={"f1": 1.0},
+                               history=[], test_examples=[], timing={}, environment={})
+
+
 def _store_record(store: Store, cfg: RunConfig, status: str) -> None:
-    store.save(RunRecord.failed(cfg, "x") if status == "failed" else
-               RunRecord.completed(cfg, model="m", main_metric="f1", best_epoch=1, validation={}, test={"f1": 1.0},
-                                   history=[], test_examples=[], timing={}, environment={}))
+    store.save(RunRecord.failed(cfg, "x") if status == "failed" else _completed(cfg))
 
 
 def test_plan_states(tmp_path):
@@ -88,32 +91,40 @@ class FakeBackend:
         token, cfg = self.running.pop(0)
         if cfg.reward in self.die:
             return Outcome(token, None, "the worker process died (exit code -9)")
-        return Outcome(token, RunRecord.refused(cfg, "fake"))
+        return Outcome(token, _completed(cfg))
 
 
 def test_scheduler_starts_children_after_their_parent(tmp_path, monkeypatch, capsys):
+    """A worker that dies leaves no record (plain resume reruns it; no --retry-failed needed)."""
     monkeypatch.setattr(REWARDS["focal"], "init_from", "ce")
     cells = make_plan(_grid(tmp_path), FakeSource(), Store(tmp_path / "s")).cells
     runs = [(c.label, c.config) for c in reversed(cells)]  # children first: the rule must reorder them
-    backend = FakeBackend(capacity=2, die={"ce"})
-    statuses = schedule(runs, backend, Store(tmp_path / "s"))
-    assert statuses == {"failed": 2, "refused": 2}
+    backend = FakeBackend(capacity=2, die={"focal"})
+    tally = schedule(runs, backend, Store(tmp_path / "s"))
+    assert tally.statuses == {"failed": 2, "completed": 2}
+    assert [label.split()[2] for label, _ in tally.failures] == ["focal", "focal"]
     order = backend.started
     for task in ("sentiment", "ner"):
         assert order.index((task, "ce")) < order.index((task, "focal"))
     assert backend.entered and backend.exited is None
-    lost = [r for r in Store(tmp_path / "s").records()]  # only the dead workers' runs, recorded by the scheduler
-    assert [(r.reward, r.status) for r in lost] == [("ce", "failed")] * 2
-    assert "exit code -9" in lost[0].error
+    assert list(Store(tmp_path / "s").records()) == [], "dead workers' runs are not stored"
+    assert not (tmp_path / "s" / "claims").exists(), "every claim released"
     err = capsys.readouterr().err
-    assert err.count("failed: the worker process died") == 2 and err.count("refused: fake") == 2
+    assert err.count("failed: the worker process died (exit code -9); not stored: rerun the same command") == 2
+    assert err.count("test f1 1.00") == 2
+
+
+def test_children_of_a_parent_that_did_not_complete_are_not_started(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(REWARDS["focal"], "init_from", "ce")
+    cells = make_plan(_grid(tmp_path), FakeSource(), Store(tmp_path / "s")).cells
+    backend = FakeBackend(capacity=2, die={"ce"})
+    tally = schedule([(c.label, c.config) for c in cells], backend, Store(tmp_path / "s"))
+    assert tally.statuses == {"failed": 4} and {r for _, r in backend.started} == {"ce"}
+    assert sum("did not complete; not started" in why for _, why in tally.failures) == 2
 
 
 def test_scheduler_refuses_a_dependency_cycle(tmp_path, monkeypatch):
     monkeypatch.setattr(REWARDS["focal"], "init_from", "ce")
     monkeypatch.setattr(REWARDS["ce"], "init_from", "focal")
-    cells = make_plan(_grid(tmp_path), FakeSource(), Store(tmp_path / "s")).cells
-    backend = FakeBackend(capacity=4)
-    with pytest.raises(RuntimeError, match="no run can start"):
-        schedule([(c.label, c.config) for c in cells], backend, Store(tmp_path / "s"))
-    assert backend.exited is RuntimeError  # the backend is told to stop its workers
+    with pytest.raises(ConfigError, match=r"each other's checkpoints \((ce -> focal -> ce|focal -> ce -> focal)\)"):
+        make_plan(_grid(tmp_path), FakeSource(), Store(tmp_path / "s"))

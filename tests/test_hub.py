@@ -1,6 +1,8 @@
 """The Hub path, with `datasets.load_dataset` replaced by tables of the Hub data sets' own schemas."""
 from __future__ import annotations
 
+import gzip
+
 import datasets
 import pytest
 
@@ -69,5 +71,40 @@ def test_hub_split_is_tokenised_and_identified_by_its_id():
 
 
 def test_unknown_hub_variant_names_the_choices():
-    with pytest.raises(KeyError, match="wmt16"):
+    with pytest.raises(KeyError, match="valid variants: wmt16"):
         DataSource(hub_variant="nope").describe(get_task("translation"))
+
+
+# ---- issue 13, item 2: a variant is used with a data directory too, or refused ------------------
+
+def test_variant_with_a_data_dir_reads_the_hub_not_the_default_files(tmp_path, data_dir, fake_hub):
+    """Before: with a data directory, --hub-variant was ignored and the default files were read."""
+    source = DataSource(data_dir=data_dir, hub_variant="wmt16")
+    assert source.describe(get_task("translation")) == {"kind": "hub", "id": "wmt/wmt16", "config": "de-en"}
+    assert canonical_rows(get_task("translation"), "train", source)[0]["source"] == "Guten Morgen."
+
+
+def test_variant_reads_its_local_files_from_the_documented_layout(tmp_path, fake_hub):
+    folder = tmp_path / "variants" / "wmt16" / "multi30k"
+    folder.mkdir(parents=True)
+    for stem in ("train", "val", "test_2016_flickr"):
+        (folder / f"{stem}.de.gz").write_bytes(gzip.compress("Hallo Welt.\n".encode()))
+        (folder / f"{stem}.en.gz").write_bytes(gzip.compress("Hello world.\n".encode()))
+    source = DataSource(data_dir=tmp_path, hub_variant="wmt16")
+    described = source.describe(get_task("translation"))
+    assert described["kind"] == "local" and described["variant"] == "wmt16"
+    assert canonical_rows(get_task("translation"), "test", source) == [{"source": "Hallo Welt.", "target": "Hello world."}]
+    assert fake_hub == [], "the Hub is not asked"
+
+
+def test_bogus_variant_is_refused_before_training_with_a_data_dir(tmp_path, data_dir, monkeypatch):
+    """Before: `--hub-variant bogus` was accepted whenever a data directory was set."""
+    import harness.run.recipe
+    from harness.cli import main
+
+    monkeypatch.setattr(harness.run.recipe, "run_or_record_failure", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--preset", "smoke", "--task", "translation", "--reward", "ce", "--data-dir", str(data_dir),
+              "--hub-variant", "bogus", "--store", str(tmp_path / "s")])
+    assert "--hub-variant 'bogus'" in str(exit_info.value.code) and "valid variants: wmt16" in str(exit_info.value.code)
+    assert not (tmp_path / "s").exists()

@@ -6,7 +6,6 @@ import re
 
 from harness.cli import main
 from harness.grid.progress import GridProgress, duration
-from harness.store import RunRecord
 from tests.helpers import write_grid
 
 
@@ -28,8 +27,7 @@ def test_bars_on_a_terminal_show_the_grid_and_each_running_run(capsys):
     assert progress.eta() == 120.0  # before any run finishes: the estimates
     progress.started(0, "[1/3] ner ce seed 1 (abc)", parallel=True)
     progress.started(1, "[2/3] ner focal seed 1 (def)", parallel=True)
-    progress.finished(0, "[1/3] ner ce seed 1 (abc): failed: boom", RunRecord.failed({"task": "ner", "reward": "ce",
-                                                                                      "seed": 1}, "boom"))
+    progress.finished(0, "[1/3] ner ce seed 1 (abc): failed: boom", "failed")
     progress.close()
     err = capsys.readouterr().err
     assert "  [2/3] ner focal seed 1 (def): running since" in err and "[1/3] ner ce seed 1 (abc): failed: boom" in err

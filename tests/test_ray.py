@@ -89,3 +89,25 @@ def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch):
         main(["run", "--grid", "--preset", "smoke", "--executor", "ray", "--store", str(tmp_path / "s")])
     assert "pip install 'reward-harness[ray]'" in str(exit_info.value.code)
     assert not (tmp_path / "s").exists()
+
+
+def test_bad_data_in_a_ray_task_stops_the_grid_with_its_message(tmp_path, data_dir, local_ray, monkeypatch):
+    """Issue 13, item 3. Before: "UnserializableException", a `failed` record, exit 0. The check up
+    front is skipped here (as if the file changed after it), so the Ray task meets the bad line."""
+    import shutil
+
+    import harness.run.data
+
+    folder = tmp_path / "data" / "sst2"
+    folder.mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        shutil.copy(data_dir / "sst2" / name, folder / name)
+    (folder / "test.tsv").write_text("1\ta gem .\n0\tdull .\textra\n")
+    monkeypatch.setattr(harness.run.data, "check_data", lambda tasks, source: None)
+    grid = write_grid(tmp_path / "g.yaml", ["sentiment"], epochs=1, max_train=8, max_eval=8)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--grid", "--grid-file", str(grid), "--data-dir", str(tmp_path / "data"), "--quiet",
+              "--store", str(tmp_path / "s"), "--executor", "ray"])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "test.tsv, line 2: expected 2 tab-separated columns" in message
+    assert not list((tmp_path / "s").rglob("*.json"))

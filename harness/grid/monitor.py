@@ -96,3 +96,15 @@ def summary_line(summary: dict[str, Any], runs: int) -> str:
     return (line + f"; GPU utilisation mean {summary['gpu_utilization_mean']:.0f}% over {summary['gpu_samples']} "
             f"samples, ≥80% busy in {100 * summary['gpu_busy_share_80']:.0f}% of them; "
             f"peak GPU memory in use {summary['gpu_memory_peak_mib'] / 1024:.1f} GiB")
+
+
+def failure_summary(failures: list[dict[str, str]], limit: int = 15) -> str:
+    """One screen for the end of a `harness run` whose runs did not all complete: each failed cell
+    (task, strategy, seed) with its first error line, and how to go on."""
+    lines = [f"error: {len(failures)} run(s) failed:"]
+    lines += [f"  {f['cell']}: {f['error'][:160]}" for f in failures[:limit]]
+    if len(failures) > limit:
+        lines.append(f"  ... and {len(failures) - limit} more (the session summary under <store>/sessions/ lists all)")
+    lines.append("Records of failed runs hold their tracebacks; fix the cause and rerun with --retry-failed "
+                 "(runs whose worker died were not stored: the same command reruns them).")
+    return "\n".join(lines)

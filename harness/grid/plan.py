@@ -10,9 +10,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import ConfigError, Grid, RunConfig, check_reward_params, settings_from
+from harness.config import ConfigError, Grid, RunConfig, check_reward_params, parent_of, settings_from, with_parent
 from harness.overrides import expand_sweep, parse_reward_spec, strategy_of
 from harness.run.data import DataSource
+from harness.validate import COMMAND_LINE
 from harness.store import Store
 
 # A cell's state in the plan.
@@ -70,10 +71,11 @@ def named_runs(grid: Grid, data: dict[str, dict[str, Any]], tasks: list[str] | N
         for task in grid.tasks:
             if tasks and task not in tasks:
                 continue
-            settings = settings_from("command line", overrides or {}, grid.settings[task])
+            settings = settings_from(COMMAND_LINE, overrides or {}, grid.settings[task])
             for seed in seeds or grid.seeds:
-                runs.append((reward, RunConfig(task=task, reward=strategy_of(reward), seed=seed, settings=settings,
-                                               reward_params=grid.rewards[reward], data=data[task])))
+                runs.append((reward, with_parent(RunConfig(task=task, reward=strategy_of(reward), seed=seed,
+                                                           settings=settings, reward_params=grid.rewards[reward],
+                                                           data=data[task]))))
     return runs
 
 
@@ -107,7 +109,32 @@ def make_plan(grid: Grid, source: DataSource, store: Store, tasks: list[str] | N
             state = DONE
         label = f"[{i}/{len(runs)}] {cfg.task} {name} seed {cfg.seed} ({cfg.run_hash()})"
         cells.append(Cell(label, cfg, state, stored, name))
+    _check_parents(cells, store)
     return Plan(grid, tuple(cells))
+
+
+def _check_parents(cells: list[Cell], store: Store) -> None:
+    """Every cell to run that starts from another run's checkpoint has that parent: completed in the
+    store with its checkpoint, or run by this plan first (the scheduler waits for it). Otherwise the
+    plan is refused before anything runs: the child would fail, or worse, stand for a run it is not."""
+    planned = {c.config.run_hash() for c in cells if c.state != DONE}
+    problems, parents = [], []
+    for cell in cells:
+        parent = parent_of(cell.config) if cell.state != DONE else None
+        if parent is None or parent.run_hash() in planned:
+            continue
+        record = store.record(parent.task, parent.reward, parent.run_hash())
+        if record is not None and record.status == "completed" and store.checkpoint_path(parent.run_hash()).exists():
+            continue
+        why = ("it has no record" if record is None else f"its record is {record.status} (`--retry-failed` reruns it)"
+               if record.status != "completed" else "its checkpoint is gone (`--force` reruns it)")
+        problems.append(f"{cell.label}: parent missing: `{cell.config.reward}` starts from the `{parent.reward}` "
+                        f"run's checkpoint (hash {parent.run_hash()}): {why}")
+        parents.append(parent.reward)
+    if problems:
+        names = ",".join(dict.fromkeys(parents))
+        raise ConfigError("\n".join(problems) + f"\nrun `--reward {names}` first with the same grid, seeds and "
+                          f"overrides, or together with these cells (`--reward {names},...`), which runs parents first")
 
 
 def with_reward_specs(grid: Grid, specs: list[str], single: bool) -> tuple[Grid, list[str]]:

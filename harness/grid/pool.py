@@ -12,7 +12,9 @@ stopped run leaves nothing that looks like a record and reruns when the grid is 
 die with the parent: on Linux the kernel kills them when it dies, even by SIGKILL
 (PR_SET_PDEATHSIG); on Ctrl-C or an error the parent interrupts them and waits. A worker that dies
 on its own (a crash, the out-of-memory killer) is reported to the scheduler, which records the run
-as `failed`; the grid goes on.
+as failed without storing it (the next `harness run` reruns it); the grid goes on. Bad input or an
+unwritable store in a worker comes back as the error itself and stops the grid, as it would
+without workers.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from harness.config import RunConfig
 from harness.grid.scheduler import Outcome
 from harness.run import recipe as runner
 from harness.run.data import DataSource
-from harness.store import Store
+from harness.store import Store, StoreError
+from tasks.formats import DataFormatError
 
 # GPU memory set aside per worker when --jobs is not given: the CUDA context (~0.5 GiB) plus a run
 # of the default models at the default batch sizes, with headroom. An estimate, not a measurement;
@@ -63,18 +66,20 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _serve(conn: Connection, store_root: str, source: DataSource, threads: int, parent_pid: int,
+def _serve(conn: Connection, store: Store, source: DataSource, threads: int, parent_pid: int,
            initializer: Callable[[], None] | None, device: str | None = None) -> None:
-    """A worker: runs the configurations it is sent, one at a time, until it is sent None."""
+    """A worker: runs the configurations it is sent, one at a time, until it is sent None. It sends
+    back each run's record, or the error (bad input, an unwritable store) that stops the grid."""
     _die_with_parent(parent_pid)
     torch.set_num_threads(threads)
-    store = Store(store_root)
     try:
         if initializer is not None:
             initializer()
         while (cfg := conn.recv()) is not None:
-            record = runner.run_or_record_failure(cfg, store, source, progress=False, device=device)
-            conn.send(record)
+            try:
+                conn.send(runner.run_or_record_failure(cfg, store, source, progress=False, device=device))
+            except (DataFormatError, StoreError) as err:
+                conn.send(err)
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # give the memory of a large run back to the other workers
@@ -129,11 +134,14 @@ class Pool:
         worker = next(w for w in busy if done in (w.conn, w.process.sentinel))
         token, worker.token = worker.token, None
         try:
-            return Outcome(token, worker.conn.recv())
+            value = worker.conn.recv()
         except EOFError:
             worker.process.join()
             self.workers.remove(worker)
             return Outcome(token, None, f"the worker process died (exit code {worker.process.exitcode})")
+        if isinstance(value, BaseException):
+            return Outcome(token, None, fatal=value)
+        return Outcome(token, value)
 
     def _threads(self) -> int:
         """CPU threads per worker: the cores shared out, so N workers do not oversubscribe them."""
@@ -149,7 +157,7 @@ class Pool:
         ctx = multiprocessing.get_context("spawn")
         ours, theirs = ctx.Pipe()
         process = ctx.Process(target=_serve, daemon=True,
-                              args=(theirs, str(self.store.root), self.source, self._threads(), os.getpid(),
+                              args=(theirs, self.store, self.source, self._threads(), os.getpid(),
                                     self.initializer, self.device))
         process.start()
         theirs.close()

@@ -131,9 +131,10 @@ class GridProgress:
             self._runs[token] = tqdm(total=0, desc=f"{label}: running since {since}", leave=False,
                                      dynamic_ncols=True, bar_format="  {desc}")
 
-    def finished(self, token: int, line: str, record: RunRecord) -> None:
+    def finished(self, token: int, line: str, status: str) -> None:
+        """A run ended with `status` (completed, failed, refused; also one another grid ran)."""
         self.done += 1
-        self.failed += record.status == "failed"
+        self.failed += status == "failed"
         self.estimates.pop(token, None)
         bar = self._runs.pop(token, None)
         if bar is not None:

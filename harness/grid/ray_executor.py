@@ -30,7 +30,8 @@ from harness.config import ConfigError, RunConfig
 from harness.grid.scheduler import Outcome
 from harness.run import recipe as runner
 from harness.run.data import DataSource
-from harness.store import RunRecord, Store
+from harness.store import RunRecord, Store, StoreError
+from tasks.formats import DataFormatError
 
 # Environment passed to the workers (a remote node does not inherit the driver's).
 FORWARDED_ENV = ("HARNESS_CACHE", "HARNESS_DATA_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME",
@@ -47,18 +48,24 @@ def import_ray() -> Any:
 
 
 def execute(cfg: RunConfig, source: DataSource, parent_checkpoint: bytes | None,
-            initializer: Callable[[], None] | None, device: str | None = None) -> tuple[RunRecord, bytes | None]:
-    """One cell, in a Ray worker: the record, and the checkpoint bytes if the run saved one."""
+            initializer: Callable[[], None] | None, keep_checkpoints: bool = False,
+            device: str | None = None) -> tuple[RunRecord | Exception, bytes | None]:
+    """One cell, in a Ray worker: the record, and the checkpoint bytes if the run saved one; or the
+    error (bad input, an unwritable store) that stops the grid, returned rather than raised so the
+    driver gets it as it is (Ray would wrap it)."""
     if initializer is not None:
         initializer()
     with tempfile.TemporaryDirectory(prefix="harness-ray-") as tmp:
-        store = Store(tmp)
+        store = Store(tmp, keep_checkpoints=keep_checkpoints)
         parent = runner.parent_config(cfg)
         if parent is not None and parent_checkpoint is not None:
             path = store.checkpoint_path(parent.run_hash())
             path.parent.mkdir(parents=True)
             path.write_bytes(parent_checkpoint)
-        record = runner.run_or_record_failure(cfg, store, source, progress=False, device=device)
+        try:
+            record = runner.run_or_record_failure(cfg, store, source, progress=False, device=device)
+        except (DataFormatError, StoreError) as err:
+            return err, None
         path = store.checkpoint_path(cfg.run_hash())
         return record, path.read_bytes() if path.exists() else None
 
@@ -121,7 +128,8 @@ class RayBackend:
                 self._started_here = False
 
     def start(self, token: int, cfg: RunConfig) -> None:
-        ref = self._task.remote(cfg, self.source, self._parent_checkpoint(cfg), self.initializer, self.device)
+        ref = self._task.remote(cfg, self.source, self._parent_checkpoint(cfg), self.initializer,
+                                self.store.keep_checkpoints, self.device)
         self.in_flight[ref] = (token, cfg)
 
     def wait(self) -> Outcome:
@@ -131,6 +139,8 @@ class RayBackend:
             record, checkpoint = self._ray.get(done)
         except self._ray.exceptions.RayError as err:  # the worker died, or Ray could not run the task
             return Outcome(token, None, f"Ray task failed: {type(err).__name__}: {err}")
+        if isinstance(record, Exception):
+            return Outcome(token, None, fatal=record)
         if checkpoint is not None:  # before the record: a record's checkpoint is on disk when it is
             from safetensors.torch import load
 

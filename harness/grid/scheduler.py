@@ -3,18 +3,21 @@
 `schedule` is the only loop. It hands cells to a backend in the grid's order, at most
 `backend.capacity` at a time, and waits for the next finished one; a cell whose strategy starts from
 another run's checkpoint (`init_from`, e.g. the sampling strategies from `ce`) is handed out only
-after that run has finished, when the parent is part of this grid (otherwise at once, from the
-pretrained model if no checkpoint is stored). It tells a `harness.grid.progress.GridProgress` of
-every start and finish (which prints a line per finished run and the grid's progress) and counts the
-statuses.
+after that run has finished, when the parent is part of this grid (otherwise at once: the plan
+checked that the parent is stored), and never when the parent did not complete. Each run is claimed
+in the store before it starts (`Store.claim`), so grids sharing a store split the cells. It tells a
+`harness.grid.progress.GridProgress` of every start and finish (which prints a line per finished run
+and the grid's progress) and counts the statuses and failures.
 
 Backends (`start(token, cfg)`; `wait()` -> the next `Outcome`; a context manager that stops what
 still runs on exit):
   - `InProcess` (here): one run at a time in this process, progress bars shown;
   - `harness.grid.pool.Pool`: `jobs` worker processes on this machine;
   - `harness.grid.ray_executor.RayBackend`: each run a Ray task.
-A backend whose worker dies mid-run reports an `Outcome` without a record; the scheduler stores the
-run as failed (`lost_run`) and the grid goes on.
+A backend whose worker dies mid-run reports an `Outcome` without a record; the scheduler counts the
+run as failed without storing it (so the next `harness run` reruns it) and the grid goes on. A
+backend whose run met bad input or an unwritable store reports it as `fatal`: the grid stops with
+that error, as it would in this process.
 
 `run_session` is what `harness run` calls: it picks the backend, watches the device, and stores
 the session summary.
@@ -28,7 +31,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from harness.config import RunConfig
@@ -36,7 +39,7 @@ from harness.grid.plan import Plan
 from harness.grid.progress import GridProgress
 from harness.run import recipe as runner
 from harness.run.data import DataSource
-from harness.store import RunRecord, Store
+from harness.store import Heartbeat, RunRecord, Store
 
 
 @dataclass
@@ -44,8 +47,32 @@ class Outcome:
     """A finished run, as a backend reports it."""
 
     token: int  # the one `start` was given
-    record: RunRecord | None  # the run's record; None: the worker died
+    record: RunRecord | None  # the run's record; None: the worker died, or `fatal`
     error: str = ""  # how the worker died, when there is no record
+    fatal: BaseException | None = None  # bad input or an unwritable store: stops the grid, as in this process
+
+
+@dataclass
+class Tally:
+    """What a grid's runs came to: statuses, and the runs that did not complete (label, first error line)."""
+
+    total: int
+    statuses: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, label: str, status: str, why: str = "") -> None:
+        self.statuses[status] += 1
+        if status == "failed":
+            self.failures.append((label, (why.strip().splitlines() or [""])[0]))
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the grid after `done` of its `total` runs had finished (a KeyboardInterrupt
+    still, so whatever catches that catches it)."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"{done}/{total} done; rerun the same command to resume")
+        self.done, self.total = done, total
 
 
 class Backend(Protocol):
@@ -62,8 +89,7 @@ class Backend(Protocol):
 
 def ready(cfg: RunConfig, unfinished: set[str]) -> bool:
     """Whether `cfg` may start: its parent run (init_from), if any, is not among the unfinished runs."""
-    parent = runner.parent_config(cfg)
-    return parent is None or parent.run_hash() not in unfinished
+    return cfg.parent is None or cfg.parent not in unfinished
 
 
 def finished_line(label: str, record: RunRecord, seconds: float) -> str:
@@ -73,50 +99,108 @@ def finished_line(label: str, record: RunRecord, seconds: float) -> str:
     return f"{label}: {record.status}: {record.why}"
 
 
-def lost_run(cfg: RunConfig, error: str, store: Store) -> RunRecord:
-    """Stores, and returns, the failed record of a run whose worker died before returning one."""
-    record = RunRecord.failed(cfg, error)
-    store.save(record)
-    return record
+# Seconds between looks at the store for runs another grid holds.
+POLL_SECONDS = 2.0
 
 
 def schedule(runs: Sequence[tuple[str, RunConfig]], backend: Backend, store: Store,
-             progress: GridProgress | None = None,
-             on_record: Sequence[Callable[[RunRecord], None]] = ()) -> Counter[str]:
-    """Runs every (label, config) on `backend` in dependency order; how many ended in each status.
+             rerun: frozenset[str] = frozenset(), progress: GridProgress | None = None,
+             on_record: Sequence[Callable[[RunRecord], None]] = ()) -> Tally:
+    """Runs every (label, config) on `backend` in dependency order; what they came to.
+
+    Each run is claimed in the store first (`Store.claim`): one another grid holds is left to it
+    and waited for (its record appears, or its claim goes stale and this grid takes it over), and one
+    another grid has stored since the plan was made is skipped, unless it is in `rerun` (forced or
+    retried). A run whose worker died is not stored (the next `harness run` reruns it); a run whose
+    parent did not complete is not started. Bad input or an unwritable store in a worker stops the
+    grid with its error; Ctrl-C raises `Interrupted` after the backend has stopped its workers.
     `progress` is told of every start and finish (default: plain lines, no estimates); each of
-    `on_record` (e.g. a tracker's `log_record`) is called with every finished run's record."""
+    `on_record` (e.g. a tracker's `log_record`) is called with every record this grid stored.
+    """
+    progress = progress or GridProgress(len(runs), bars=False)
     pending = list(enumerate(runs))
     unfinished = {cfg.run_hash() for _, cfg in runs}
+    broken: set[str] = set()  # runs that did not complete: their children cannot start
     running: dict[int, float] = {}  # token -> start time
-    statuses: Counter[str] = Counter()
-    progress = progress or GridProgress(len(runs), bars=False)
+    elsewhere: list[tuple[int, tuple[str, RunConfig]]] = []  # claimed by another grid
+    tally = Tally(len(runs))
+
+    def finish(token: int, label: str, cfg: RunConfig, status: str, line: str, why: str = "") -> None:
+        tally.add(label, status, why)
+        unfinished.discard(cfg.run_hash())
+        if status != "completed":
+            broken.add(cfg.run_hash())
+        progress.finished(token, line, status)
+
     try:
-        with backend:
-            while pending or running:
+        with backend, Heartbeat() as heartbeat:
+            while pending or running or elsewhere:
                 while len(running) < backend.capacity:
                     item = next((item for item in pending if ready(item[1][1], unfinished)), None)
                     if item is None:
                         break
                     pending.remove(item)
                     token, (label, cfg) = item
+                    if cfg.parent in broken:
+                        why = f"parent run {cfg.parent} did not complete; not started"
+                        finish(token, label, cfg, "failed", f"{label}: failed: {why}", why)
+                        continue
+                    claim = store.claim(cfg.run_hash())
+                    if claim is None:
+                        elsewhere.append(item)
+                        continue
+                    if cfg.run_hash() not in rerun and store.record(cfg.task, cfg.reward, cfg.run_hash()):
+                        claim.release()
+                        elsewhere.append(item)  # stored by another grid since the plan: counted from its record
+                        continue
+                    heartbeat.claims[cfg.run_hash()] = claim
                     running[token] = time.time()
                     progress.started(token, label, parallel=backend.capacity > 1)
                     backend.start(token, cfg)
-                if not running:
+                if running:
+                    outcome = backend.wait()
+                    if outcome.fatal is not None:
+                        raise outcome.fatal
+                    label, cfg = runs[outcome.token]
+                    heartbeat.claims.pop(cfg.run_hash()).release()
+                    seconds = time.time() - running.pop(outcome.token)
+                    if outcome.record is None:
+                        why = f"{outcome.error}; not stored: rerun the same command to resume"
+                        finish(outcome.token, label, cfg, "failed", f"{label}: failed: {why}", why)
+                    else:
+                        record = outcome.record
+                        finish(outcome.token, label, cfg, record.status, finished_line(label, record, seconds),
+                               record.why)
+                        for callback in on_record:
+                            callback(record)
+                elif elsewhere:
+                    pending += _look_elsewhere(elsewhere, store, finish)
+                elif pending:
                     raise RuntimeError(f"no run can start: {[label for _, (label, _) in pending]} wait on each other")
-                outcome = backend.wait()
-                label, cfg = runs[outcome.token]
-                record = outcome.record if outcome.record is not None else lost_run(cfg, outcome.error, store)
-                statuses[record.status] += 1
-                unfinished.discard(cfg.run_hash())
-                line = finished_line(label, record, time.time() - running.pop(outcome.token))
-                progress.finished(outcome.token, line, record)
-                for callback in on_record:
-                    callback(record)
+    except KeyboardInterrupt:
+        raise Interrupted(sum(tally.statuses.values()), len(runs)) from None
     finally:
         progress.close()
-    return statuses
+    return tally
+
+
+def _look_elsewhere(elsewhere: list[tuple[int, tuple[str, RunConfig]]], store: Store,
+                    finish: Callable[..., None]) -> list[tuple[int, tuple[str, RunConfig]]]:
+    """Runs another grid holds: those whose record appeared are finished (as that grid stored them);
+    those whose claim is free or stale come back to be claimed here. Waits a little when nothing changed."""
+    back, before = [], len(elsewhere)
+    for item in list(elsewhere):
+        token, (label, cfg) = item
+        record = store.record(cfg.task, cfg.reward, cfg.run_hash())
+        if record is not None:
+            elsewhere.remove(item)
+            finish(token, label, cfg, record.status, f"{label}: {record.status} by another grid on this store", record.why)
+        elif store.claim_free(cfg.run_hash()):
+            elsewhere.remove(item)
+            back.append(item)
+    if len(elsewhere) == before:
+        time.sleep(POLL_SECONDS)
+    return back
 
 
 @dataclass
@@ -148,12 +232,13 @@ class InProcess:
 def run_grid(runs: Sequence[tuple[str, RunConfig]], store: Store, source: DataSource, jobs: int = 1,
              progress: bool = True, initializer: Callable[[], None] | None = None, executor: str = "local",
              address: str | None = None, gpus_per_run: float | None = None, device: str | None = None,
-             watch: GridProgress | None = None,
-             on_record: Sequence[Callable[[RunRecord], None]] = ()) -> Counter[str]:
+             rerun: frozenset[str] = frozenset(), watch: GridProgress | None = None,
+             on_record: Sequence[Callable[[RunRecord], None]] = ()) -> Tally:
     """Runs every (label, config): on Ray (`executor="ray"`, at `address`, `gpus_per_run` GPUs each),
     else in at most `jobs` worker processes, or in this process when `jobs` (or the number of runs)
-    is 1. Returns how many runs ended in each status. `device` ("cpu", "cuda", "cuda:1"; None: CUDA
-    where there is one) is where each run trains; `watch` and `on_record` go to `schedule`.
+    is 1. Returns what they came to. `device` ("cpu", "cuda", "cuda:1"; None: CUDA where there is
+    one) is where each run trains; `rerun` (hashes of runs to run even though stored), `watch` and
+    `on_record` go to `schedule`.
 
     `initializer` (picklable, e.g. a module-level function) runs in each worker before its first run,
     e.g. to import code that registers tasks or strategies (`harness.include`); it must tolerate
@@ -169,7 +254,7 @@ def run_grid(runs: Sequence[tuple[str, RunConfig]], store: Store, source: DataSo
         backend = Pool(store, source, min(jobs, len(runs)), initializer, device=device)
     else:
         backend = InProcess(store, source, progress, device)
-    return schedule(runs, backend, store, watch, on_record)
+    return schedule(runs, backend, store, rerun, watch, on_record)
 
 
 def run_session(plan: Plan, store: Store, source: DataSource, command: str, executor: str = "local",
@@ -179,16 +264,30 @@ def run_session(plan: Plan, store: Store, source: DataSource, command: str, exec
                 on_record: Sequence[Callable[[RunRecord], None]] = ()) -> dict[str, Any]:
     """Runs the plan's cells that are to run, watching the device and showing progress
     (`harness.grid.progress`), and stores the session summary (command, grid, executor, jobs, runs,
-    their hashes, statuses, included code, the resolved `config`, environment, wall time, GPU
-    utilisation); returns it. `jobs` None: as many as the GPU holds (`pool.default_jobs`).
-    `includes`: resolved paths of code to import in every worker first (`harness.include.load`)."""
+    their hashes, statuses, failures, included code, the resolved `config`, load average at the
+    start, environment, wall time, GPU utilisation); returns it. `jobs` None: as many as the GPU
+    holds (`pool.default_jobs`). `includes`: resolved paths of code to import in every worker first
+    (`harness.include.load`).
+
+    First, temporary files a killed process left in the store are removed, and the data of every
+    task to run is read and checked (`check_data`), so bad input stops the grid before any run
+    trains, whichever the executor. Ctrl-C raises `Interrupted` counting the plan's finished cells."""
     from harness.environment import environment, load_warning
     from harness.grid.monitor import DeviceMonitor
     from harness.grid.pool import default_jobs
     from harness.grid.progress import estimate, measured_times
     from harness.include import load
+    from harness.run.data import check_data
+    from harness.validate import check_models
+    from tasks.base import get_task
 
+    for path in store.clean_orphans():
+        logging.getLogger("harness").info("removed %s, left by a killed run", path)
+    tasks = {cell.config.task: get_task(cell.config.task) for cell in plan.todo}
+    check_models(cell.config.settings.model or tasks[cell.config.task].default_model for cell in plan.todo)
+    check_data(list(tasks.values()), source)
     runs = [(cell.label, cell.config) for cell in plan.todo]
+    rerun = frozenset(cell.config.run_hash() for cell in plan.todo if cell.stored is not None)
     if executor == "ray":
         jobs = None
     else:
@@ -202,13 +301,17 @@ def run_session(plan: Plan, store: Store, source: DataSource, command: str, exec
     watch = GridProgress(len(runs), {i: estimate(cell.config.task, cell.strategy, times).seconds / (jobs or 1)
                                      for i, cell in enumerate(plan.todo)},
                          bars=progress and sys.stderr.isatty())
-    with DeviceMonitor() as monitor:
-        statuses = run_grid(runs, store, source, jobs=jobs or 1, progress=progress, initializer=initializer,
-                            executor=executor, address=address, gpus_per_run=gpus_per_run, device=device,
-                            watch=watch, on_record=on_record)
+    try:
+        with DeviceMonitor() as monitor:
+            tally = run_grid(runs, store, source, jobs=jobs or 1, progress=progress, initializer=initializer,
+                             executor=executor, address=address, gpus_per_run=gpus_per_run, device=device,
+                             rerun=rerun, watch=watch, on_record=on_record)
+    except Interrupted as stopped:
+        raise Interrupted(stopped.done + len(plan.done), len(plan.cells)) from None
     session = {"started": started, "command": command, "grid": plan.grid.name, "executor": executor,
-               "jobs": jobs, "runs": len(runs), "statuses": dict(statuses), "includes": list(includes),
-               "load_average_at_start": load_average,
+               "jobs": jobs, "runs": len(runs), "statuses": dict(tally.statuses),
+               "failures": [{"cell": label, "error": error} for label, error in tally.failures],
+               "includes": list(includes), "load_average_at_start": load_average,
                "hashes": [cfg.run_hash() for _, cfg in runs], "config": config,
                "environment": environment(), **monitor.summary()}
     store.save_session(session)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.overrides import cell_name
-from harness.report import stats
+from harness.report import ReportError, stats
 from harness.store import RunRecord
 from rewards.base import REWARDS
 from rewards.constant_reward import ConstantReward
@@ -112,8 +112,13 @@ def ordered(strategies: Iterable[str]) -> list[str]:
     return sorted(set(strategies), key=lambda s: (rank.get(s, len(rank)), s))
 
 
-def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) -> Analysis:
-    """Every number of the report from the records of a store (any status)."""
+def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0,
+            allow_mixed: bool = False) -> Analysis:
+    """Every number of the report from the records of a store (any status). A cell whose runs differ
+    in more than the seed is a `ReportError` unless `allow_mixed` (then a note)."""
+    if n_resamples < 1:
+        raise ReportError(f"--resamples must be at least 1, got {n_resamples} (paired-bootstrap resamples for "
+                          "the significance tests; the default is 1000)")
     if not records:
         raise ValueError("no run records to analyse")
     # A fixed order makes every float sum order-independent of the store's file order, so two
@@ -136,7 +141,7 @@ def analyse(records: list[RunRecord], n_resamples: int = 1000, seed: int = 0) ->
              for strategy, rank in _ranks(runs[task].get(metrics[task], {}), comparisons, task, metrics[task]).items()}
     cells["rank"] = [ranks.get(key, math.nan) for key in zip(cells["task"], cells["strategy"])]
     _one_seed_notes(cells, notes)
-    _check_cells(groups, notes)
+    _check_cells(groups, notes, allow_mixed)
     by_hash = {r.hash: r for r in records}
     test_means = _test_means(groups)
     guards, evals = _guards(groups, test_means), evaluations(groups)
@@ -553,13 +558,38 @@ def _runs(records: list[RunRecord], labels: dict[str, str], metrics: dict[str, s
     return pd.DataFrame(rows).sort_values(["task", "strategy", "seed"], ignore_index=True)
 
 
-def _check_cells(groups: dict[tuple[str, str], list[RunRecord]], notes: list[str]) -> None:
-    """Notes cells whose runs differ in anything but the seed (settings, data, model, version)."""
-    def identity(r: RunRecord) -> str:
-        config = {k: v for k, v in r.config.items() if k != "seed"}
-        return json.dumps({**config, "model": r.model}, sort_keys=True, default=str)
-
+def _check_cells(groups: dict[tuple[str, str], list[RunRecord]], notes: list[str], allow_mixed: bool) -> None:
+    """A cell's runs must differ only in the seed (and so in the parent run, whose seed it is):
+    settings, data (test and training checksums, or Hub id), model and harness version change the
+    score, so pooling runs that differ in them would report a mixture as one configuration. An error
+    naming what differs, or, with `allow_mixed`, a note."""
     for (task, strategy), runs in sorted(groups.items()):
-        if len({identity(r) for r in runs}) > 1:
-            notes.append(f"{task} / {strategy}: its runs differ in more than the seed (settings, data, model "
-                         "or harness version); the cell mixes configurations")
+        differing = _differing(runs)
+        seeds = Counter(r.seed for r in runs)
+        twice = sorted(seed for seed, n in seeds.items() if n > 1)  # e.g. a child stored before and after
+        if twice:  # its parent joined its identity: same seed, two hashes
+            differing.append(f"{len(twice)} seed(s) run twice: {', '.join(map(str, twice))}")
+        if not differing:
+            continue
+        what = f"{task} / {strategy}: its runs differ in more than the seed ({', '.join(differing)})"
+        if not allow_mixed:
+            raise ReportError(f"{what}, so the cell would mix configurations. Report the configurations from "
+                              "separate stores, or pass --allow-mixed to pool them anyway (the report then says so)")
+        notes.append(f"{what}; the cell mixes configurations (--allow-mixed)")
+
+
+def _differing(runs: list[RunRecord]) -> list[str]:
+    """The identity keys (`settings.lr`, `data`, `model`, ...) on which `runs` disagree, seed and parent aside."""
+    def flat(r: RunRecord) -> dict[str, str]:
+        out = {"model": json.dumps(r.model)}
+        for key, value in r.config.items():
+            if key in ("seed", "parent"):
+                continue
+            items = value.items() if key == "settings" and isinstance(value, dict) else [(None, value)]
+            for sub, v in items:
+                out[f"{key}.{sub}" if sub else key] = json.dumps(v, sort_keys=True, default=str)
+        return out
+
+    flats = [flat(r) for r in runs]
+    keys = sorted({k for f in flats for k in f})
+    return [k for k in keys if len({f.get(k) for f in flats}) > 1]

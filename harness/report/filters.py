@@ -25,12 +25,12 @@ class Filters:
     grid: str | None = None
     since: datetime.datetime | None = None
 
-    def select(self, store: Store) -> list[RunRecord]:
-        """The store's records that pass every filter."""
+    def select(self, store: Store, strict: bool = False) -> list[RunRecord]:
+        """The store's records that pass every filter (`strict`: see `Store.records`)."""
         in_grid = None
         if self.grid is not None:
             in_grid = {h for s in store.sessions() if s.get("grid") == self.grid for h in s.get("hashes", [])}
-        return [r for r in store.records() if self._keeps(r, store, in_grid)]
+        return [r for r in store.records(strict=strict) if self._keeps(r, store, in_grid)]
 
     def _keeps(self, record: RunRecord, store: Store, in_grid: set[str] | None) -> bool:
         if self.tasks and record.task not in self.tasks:

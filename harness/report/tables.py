@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 
 import math
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,9 +307,24 @@ def not_completed_table(a: Analysis) -> Table:
     return Table("not_completed", "Runs that did not complete (refused or failed)", display, rows)
 
 
-def tables(a: Analysis) -> list[Table]:
+def evaluations_table(evaluations: list[dict[str, Any]]) -> Table:
+    """`harness evaluate` results: each stored run scored on other test data, beside its own test score."""
+    rows = pd.DataFrame([{"task": e["task"], "strategy": e["reward"], "seed": e["seed"], "run": e["run"],
+                          "data": ", ".join(Path(f["path"]).name for f in e["data"]["files"]) if "files" in e["data"]
+                          else f"split {e['data']['split']}",
+                          "md5": ",".join(f["md5"][:8] for f in e["data"].get("files", [])),
+                          "metric": e["main_metric"], "score": e["test"][e["main_metric"]], "n": e["n_examples"]}
+                         for e in evaluations])
+    display = rows.assign(score=[num(v) for v in rows["score"]])
+    return Table("evaluations", "Evaluations of stored runs on other test data (harness evaluate)", display, rows,
+                 legend="Each row: one run's kept checkpoint scored on the named data without retraining; md5: "
+                        "the first characters of each file's checksum.")
+
+
+def tables(a: Analysis, evaluations: list[dict[str, Any]] | None = None) -> list[Table]:
+    """Every table of the report; the evaluations table only where the store holds evaluations."""
     return [overall_table(a), summary_table(a), *(leaderboard(a, t) for t in a.tasks), guards_table(a),
-            cost_table(a), not_completed_table(a)]
+            cost_table(a), not_completed_table(a), *([evaluations_table(evaluations)] if evaluations else [])]
 
 
 def strategy_methods(a: Analysis) -> list[str]:

@@ -345,15 +345,17 @@ def write_manifest(report: Report, out: Path) -> list[Path]:
 
 def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 1000, seed: int = 0,
                  command: str | None = None, formats: Iterable[str] | None = None,
-                 records: Sequence[RunRecord] | None = None) -> dict[str, Any]:
+                 records: Sequence[RunRecord] | None = None, allow_mixed: bool = False,
+                 strict: bool = False) -> dict[str, Any]:
     """Analyses every record of `store` (or only `records`, e.g. `report --filter`'s) and writes the
-    report in `formats` (default: every registered one); returns what summary.json holds."""
+    report in `formats` (default: every registered one); returns what summary.json holds. `strict`:
+    an unreadable file in the store is an error, not skipped with a warning; `allow_mixed`: see `analyse`."""
     names = resolve(formats)
     names += [] if "manifest" in names else ["manifest"]  # provenance goes with every choice of formats
-    records = list(store.records()) if records is None else list(records)
+    records = list(store.records(strict=strict)) if records is None else list(records)
     if not records:
         raise ReportError(f"no run records in {store.root}: run `python -m harness run --grid` first")
-    a = analyse(records, n_resamples=n_resamples, seed=seed)
+    a = analyse(records, n_resamples=n_resamples, seed=seed, allow_mixed=allow_mixed)
     statistics = {"resamples": n_resamples, "bootstrap_seed": seed, "alpha": ALPHA, "confidence": 0.95,
                   "test": "seed-aware: Welch-Satterthwaite t on seed variance plus test-set bootstrap variance",
                   "multiple_comparisons": "Holm, per task, metric and baseline; ranks: Holm over the other pairs",
@@ -361,7 +363,7 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
     if command is None:
         chosen = "" if formats is None else f" --format {','.join(n for n in names if n != 'manifest')}"
         command = f"python -m harness report --store {store.root} --out {out} --resamples {n_resamples}{chosen}"
-    report = Report(a, tables(a), methods(a), manifest(records, command, statistics, store.sessions()), grid(records))
+    report = Report(a, tables(a, store.evaluations()), methods(a), manifest(records, command, statistics, store.sessions()), grid(records))
     out.mkdir(parents=True, exist_ok=True)
     written = {name: WRITERS[name].write(report, out) for name in names}
     if echo:
@@ -380,14 +382,14 @@ def write_report(store: Store, out: Path, echo: bool = True, n_resamples: int = 
 
 
 def print_leaderboards(store: Store, tasks: list[str] | None = None, fmt: str = "md",
-                       n_resamples: int = 1000, seed: int = 0) -> None:
+                       n_resamples: int = 1000, seed: int = 0, allow_mixed: bool = False, strict: bool = False) -> None:
     """Prints the overall and per-task leaderboards in one printable format, writing no files;
     warnings go to stderr, so that what is printed is valid in the format."""
     (name,) = resolve([fmt], printable=True)
-    records = [r for r in store.records() if not tasks or r.task in tasks]
+    records = [r for r in store.records(strict=strict) if not tasks or r.task in tasks]
     if not records:
         raise ReportError(f"no run records in {store.root}" + (f" for {', '.join(tasks)}" if tasks else ""))
-    a = analyse(records, n_resamples=n_resamples, seed=seed)
+    a = analyse(records, n_resamples=n_resamples, seed=seed, allow_mixed=allow_mixed)
     sys.stdout.write(WRITERS[name].render([overall_table(a), *(leaderboard(a, task) for task in a.tasks)]))
     for note in a.notes:
         print(f"warning: {note}", file=sys.stderr)

@@ -23,12 +23,12 @@ import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from harness.config import ConfigError, RunConfig
+from harness.config import ConfigError, RunConfig, parent_of as parent_config, with_parent
 from harness.environment import environment
 from harness.overrides import cell_name
 from harness.run.data import Batches, DataSource, head, load_split
 from harness.run.models import load_model, load_tokenizer, model_kind
-from harness.store import RunRecord, Store
+from harness.store import RunRecord, Store, StoreError
 from kinds import IGNORE, ModelKind, to_device
 from kinds.base import forward
 from rewards.base import REWARDS, RewardStrategy, StepContext, build_reward
@@ -71,12 +71,6 @@ def generation_settings(task: Task, cfg: RunConfig) -> dict[str, Any]:
     return chosen
 
 
-def parent_config(cfg: RunConfig) -> RunConfig | None:
-    """The run whose checkpoint `cfg`'s strategy starts from (same task, seed and settings), or None."""
-    parent = REWARDS[cfg.reward].init_from
-    return dataclasses.replace(cfg, reward=parent, reward_params={}) if parent else None
-
-
 def missing_parent(cfg: RunConfig, parent: RunConfig, store: Store | None) -> MissingParent:
     """The error of a run whose parent checkpoint is not in the store: which run, and how to make it."""
     status = store.status(parent.task, parent.reward, parent.run_hash()) if store is not None else None
@@ -86,8 +80,8 @@ def missing_parent(cfg: RunConfig, parent: RunConfig, store: Store | None) -> Mi
         f"reward {cfg.reward!r} starts from the checkpoint of run {parent.reward!r} (task {parent.task}, "
         f"seed {parent.seed}, hash {parent.run_hash()}), which is not in {where}: {why}. Run it first with the "
         f"same settings (`harness run --task {parent.task} --reward {parent.reward} --seed {parent.seed}` and the "
-        f"same grid or overrides), or run the grid, which runs parents first; then rerun this cell "
-        f"(`--retry-failed`). It does not start from the pretrained model instead.")
+        f"same grid or overrides), or run the grid, which runs parents first; then rerun this cell. It does "
+        f"not start from the pretrained model instead.")
 
 
 def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
@@ -147,15 +141,19 @@ def autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
+def configured_task(cfg: RunConfig) -> Task:
+    """The run's task with the truncation lengths its settings override."""
+    lengths = {k: getattr(cfg.settings, k) for k in ("max_source_length", "max_target_length")}
+    return dataclasses.replace(get_task(cfg.task), **{k: v for k, v in lengths.items() if v is not None})
+
+
 def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: torch.device,
             grad_accum: int = 1) -> Setup:
     """Seeds, then builds the model (from the parent run's checkpoint when the strategy starts from
     one; `MissingParent` when that checkpoint is not in the store), the frozen reference (a copy of
     the starting model), the data, the strategy's context and the optimiser."""
     started = time.time()
-    task = get_task(cfg.task)
-    lengths = {k: getattr(cfg.settings, k) for k in ("max_source_length", "max_target_length")}
-    task = dataclasses.replace(task, **{k: v for k, v in lengths.items() if v is not None})
+    task = configured_task(cfg)
     s = cfg.settings
     model_name = s.model or task.default_model
     kind = model_kind(task, model_name)
@@ -339,14 +337,24 @@ def test(setup: Setup, progress: bool = True) -> tuple[list[Any], list[Any], Met
     """Predictions, references, the task's scores (with calibration where the kind has class
     probabilities) and the seconds it took, on the test split."""
     started = time.time()
-    preds, refs, calibration = evaluate(setup.kind, setup.task, setup.model, setup.data["test"], setup.tokenizer,
-                                        setup.device, setup.generation, "test", progress, bf16=setup.bf16)
-    result = setup.task.score(preds, refs)
+    preds, refs, result = score_split(setup.kind, setup.task, setup.model, setup.data["test"], setup.tokenizer,
+                                      setup.device, setup.generation, progress, bf16=setup.bf16)
+    return preds, refs, result, time.time() - started
+
+
+def score_split(kind: ModelKind, task: Task, model: torch.nn.Module, batches: Batches, tokenizer: Any,
+                device: torch.device, generation: dict[str, Any], progress: bool = True,
+                bf16: bool = False) -> tuple[list[Any], list[Any], MetricResult]:
+    """Predictions, references and the task's scores, with calibration where the kind has class
+    probabilities: what a run's test, and `harness evaluate` on other test data, report."""
+    preds, refs, calibration = evaluate(kind, task, model, batches, tokenizer, device, generation, "test", progress,
+                                        bf16=bf16)
+    result = task.score(preds, refs)
     if calibration is not None:
         per_example = [{**stats, **extra} for stats, extra in zip(result.per_example, calibration)]
         result = MetricResult(corpus={**result.corpus, **calibration_aggregate(per_example)}, per_example=per_example,
                               info=result.info)
-    return preds, refs, result, time.time() - started
+    return preds, refs, result
 
 
 # ---- the run ----------------------------------------------------------------------------------
@@ -360,6 +368,7 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     optimizer step, the same effective batch; the record keeps the configuration and hash it was
     asked for, and says so under "oom_retry".
     """
+    cfg = with_parent(cfg)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":  # the peak recorded below is this run's, also in a long-lived pool worker
         torch.cuda.reset_peak_memory_stats(device)
@@ -388,16 +397,22 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
             break
     setup.model.load_state_dict(best_state)
     preds, refs, test_result, eval_seconds = test(setup, progress)
-    if cfg.reward in {cls.init_from for cls in REWARDS.values() if cls.init_from}:
-        store.save_checkpoint(cfg.run_hash(), best_state)
-    record = make_record(setup, state, history, best_epoch, preds, refs, test_result, eval_seconds, oom_retry)
+    checkpoint = None
+    if store.keep_checkpoints or cfg.reward in {cls.init_from for cls in REWARDS.values() if cls.init_from}:
+        path = store.save_checkpoint(cfg.run_hash(), best_state)
+        checkpoint = {"file": str(path.relative_to(store.root)), "bytes": path.stat().st_size}
+        if store.keep_checkpoints:
+            print(f"{cfg.task} {cfg.reward} seed {cfg.seed}: kept checkpoint {path} "
+                  f"({checkpoint['bytes'] / 2 ** 20:.1f} MiB)", file=sys.stderr)
+    record = make_record(setup, state, history, best_epoch, preds, refs, test_result, eval_seconds, oom_retry,
+                         checkpoint)
     store.save(record)
     return record
 
 
 def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], best_epoch: int, preds: list[Any],
                 refs: list[Any], test_result: MetricResult, eval_seconds: float,
-                oom_retry: dict[str, Any] | None) -> RunRecord:
+                oom_retry: dict[str, Any] | None, checkpoint: dict[str, Any] | None = None) -> RunRecord:
     """The completed run's record: config, scores, history, per-example statistics, timings."""
     cfg, device = setup.cfg, setup.device
     return RunRecord.completed(
@@ -413,7 +428,8 @@ def make_record(setup: Setup, state: TrainState, history: list[dict[str, Any]], 
                 "train_samples_per_second": state.samples / state.seconds if state.seconds else None,
                 "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None},
         environment={**environment(), "precision": "bf16" if setup.bf16 else "fp32"}, oom_retry=oom_retry or None,
-        model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None, policy_dropout=setup.dropout)
+        model_kind=setup.kind.name if setup.kind.name != setup.task.kind else None, policy_dropout=setup.dropout,
+        checkpoint=checkpoint)
 
 
 def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, progress: bool = True,
@@ -424,6 +440,7 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
     Out of GPU memory, the run is retried once with half the batch and 2-step gradient accumulation
     (the same effective batch); its record says so under "oom_retry".
     """
+    cfg = with_parent(cfg)  # a configuration built by hand names its parent as the plan's do
     oom_retry = None
     try:
         try:
@@ -443,8 +460,8 @@ def run_or_record_failure(cfg: RunConfig, store: Store, source: DataSource, prog
                    oom_retry=oom_retry)
     except RunRefused as refusal:
         record = RunRecord.refused(cfg, str(refusal))
-    except (KeyboardInterrupt, SystemExit, DataFormatError):  # bad input stops the grid, records nothing
-        raise
+    except (KeyboardInterrupt, SystemExit, DataFormatError, StoreError):  # bad input or an unwritable
+        raise  # store stops the grid and records nothing
     except Exception as err:  # noqa: BLE001 - any failure of one cell is recorded, the grid goes on
         record = RunRecord.failed(cfg, err, traceback.format_exc(), oom_retry=oom_retry or None)
     store.save(record)
