@@ -44,6 +44,13 @@ class TrainSettings:
     # first N validation rows when fewer than max_eval's (None: max_eval): model selection on a
     # subset, testing on the full test set, where evaluation is a large share of a run's cost
     max_validation: int | None = None
+    # Runs that start from another run's checkpoint (`init_from`: the sampling strategies, kl_reference
+    # and ce_continued start from ce) train this many epochs on the first this-many training rows
+    # (None: epochs, max_train): a shorter second phase, as RL fine-tuning after supervised training
+    # usually is, where a sampling epoch costs several supervised ones. Part of every run's identity,
+    # so parent and child name the same settings.
+    continued_epochs: int | None = None
+    continued_max_train: int | None = None
     num_beams: int | None = None  # generation settings; None: the task's own
     max_new_tokens: int | None = None
     length_penalty: float | None = None
@@ -85,8 +92,11 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The full resolved configuration that names this run (see `run_hash`). The parent's hash is
         part of it only when there is one, so runs from the pretrained model keep their older hashes."""
+        # Unset settings (None: "the task's own", "off") are left out, so a setting added later with
+        # None as its default leaves the hashes of stored runs, and a grid's resume, as they were.
+        settings = {k: v for k, v in dataclasses.asdict(self.settings).items() if v is not None}
         identity = {"task": self.task, "reward": self.reward, "reward_params": self.reward_params,
-                    "seed": self.seed, "settings": dataclasses.asdict(self.settings), "data": self.data,
+                    "seed": self.seed, "settings": settings, "data": self.data,
                     "harness_version": __version__}
         return {**identity, "parent": self.parent} if self.parent is not None else identity
 

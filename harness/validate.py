@@ -28,7 +28,8 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "num_beams": _at_least(1), "max_new_tokens": _at_least(1), "no_repeat_ngram_size": _at_least(0),
     "length_penalty": ("a finite number", lambda v: abs(v) != float("inf") and v == v),
     "max_source_length": _at_least(1), "max_target_length": _at_least(1), "sample_length_factor": _positive(),
-    "log_every": _at_least(1),
+    "log_every": _at_least(1), "max_validation": _at_least(1), "continued_epochs": _at_least(1),
+    "continued_max_train": _at_least(1), "precision": ("bf16 or fp32", lambda v: v in ("bf16", "fp32")),
 }
 
 

@@ -73,6 +73,20 @@ def test_strategies_started_from_ce_get_the_controls_schedule_epochs_and_data_or
     assert all(t["start_seconds"] + t["train_seconds"] <= t["total_seconds"] for t in timing.values())
 
 
+def test_runs_from_a_checkpoint_take_the_continued_epochs_and_rows(tmp_path, data_dir):
+    """`continued_epochs` and `continued_max_train` shorten the second phase only: ce trains its own
+    epochs on its rows; ce_continued, from ce's checkpoint, the continued ones."""
+    grid = write_grid(tmp_path / "g.yaml", ["sentiment"], rewards=["ce", CONTINUED_CONTROL], epochs=2, batch_size=8,
+                      max_train=24, max_eval=8, continued_epochs=1, continued_max_train=8)
+    (ce_cfg, cfg), source = configs(grid, data_dir)
+    store = Store(tmp_path / "s")
+    ce, continued = run(ce_cfg, store, source, progress=False), run(cfg, store, source, progress=False)
+    assert continued.init_from == ce.hash and cfg.parent == ce_cfg.run_hash()
+    assert len(ce.history) == 2 and len(continued.history) == 1
+    trained = [round(h["samples_per_second"] * h["train_seconds"]) for h in (ce.history[0], continued.history[0])]
+    assert trained == [24, 8]
+
+
 def _after_ce(tmp_path, data_dir, task: str, strategies) -> tuple:
     """Runs ce, then prepares the second of `strategies`: (its setup, ce's checkpoint, both configs)."""
     grid = write_grid(tmp_path / "g.yaml", [task], rewards=strategies, epochs=1, max_train=16, max_eval=8)

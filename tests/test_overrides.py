@@ -6,6 +6,7 @@ import re
 import textwrap
 
 import pytest
+import torch
 
 import rewards  # noqa: F401  (registers the built-in strategies)
 from harness.cli import main
@@ -105,6 +106,7 @@ def test_dry_run_prints_the_resolved_config_and_estimates(tmp_path, data_dir, ca
     plan = make_plan(grid, DataSource(data_dir=data_dir), store)
     ce_sentiment = next(c.config for c in plan.cells if c.config.reward == "ce" and c.config.task == "sentiment")
     store.save(_completed(ce_sentiment, 30.0))
+    store.save_checkpoint(ce_sentiment.run_hash(), {"weight": torch.zeros(1)})  # what sentiment's rlhf starts from
     focal1 = next(c.config for c in plan.cells if c.config.reward_params == {"gamma": 1.0} and c.config.task == "sentiment")
     store.save(_completed(focal1, 10.0))
     main(["run", "--grid", "--grid-file", str(path), "--store", str(store.root), "--data-dir", str(data_dir),

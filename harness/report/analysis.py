@@ -587,6 +587,8 @@ def _differing(runs: list[RunRecord]) -> list[str]:
                 continue
             items = value.items() if key == "settings" and isinstance(value, dict) else [(None, value)]
             for sub, v in items:
+                if sub and v is None:  # an unset setting: older records spell it out, newer leave it out
+                    continue
                 out[f"{key}.{sub}" if sub else key] = json.dumps(v, sort_keys=True, default=str)
         return out
 

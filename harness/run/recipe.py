@@ -122,6 +122,7 @@ class Setup:
     grad_accum: int = 1
     dropout: bool = True  # dropout on in the model while it trains (`policy_dropout`, resolved)
     bf16: bool = False  # bf16 autocast (`precision`, resolved by `uses_bf16`)
+    epochs: int = 1  # epochs to train (`epochs`, or `continued_epochs` from a checkpoint)
     started: float = field(default_factory=time.time)
 
     @property
@@ -178,7 +179,11 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     reference = copy.deepcopy(model).eval().requires_grad_(False) if strategy.needs_reference else None
     start = kind.start_token(model)
     validation = s.max_eval if s.max_validation is None else s.max_validation
-    sizes = {"train": (s.max_train, s.batch_size), "validation": (validation, s.eval_batch_size),
+    epochs, train_rows = s.epochs, s.max_train
+    if parent is not None:  # a second phase from a checkpoint, as long as its own settings say
+        epochs = s.continued_epochs or epochs
+        train_rows = s.continued_max_train or train_rows
+    sizes = {"train": (train_rows, s.batch_size), "validation": (validation, s.eval_batch_size),
              "test": (s.max_eval, s.eval_batch_size)}
     tables = {split: head(load_split(task, split, source, tokenizer, kind, start), rows)
               for split, (rows, _) in sizes.items()}
@@ -187,17 +192,18 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
     generation = generation_settings(task, cfg)
     policy = kind.policy(task, tokenizer, generation.get("max_new_tokens", task.max_target_length),
                          s.sample_length_factor)
-    total_steps = len(data["train"]) * s.epochs * strategy.updates
+    total_steps = len(data["train"]) * epochs * strategy.updates
     # The learning-rate schedule runs over batches, so a strategy taking several optimiser steps per
     # batch (`updates`) follows the same schedule, batch by batch, as ce and ce_continued.
-    optimizer, scheduler = _optimiser(model, cfg, len(data["train"]) * s.epochs)
+    optimizer, scheduler = _optimiser(model, cfg, len(data["train"]) * epochs)
     ctx = StepContext(task=task, model=model, tokenizer=tokenizer, step=0, total_steps=total_steps, forward=forward,
                       policy=policy, reference=reference, kind=kind, train=data["train"], seed=cfg.seed, bf16=bf16)
     trained = torch.compile(model, dynamic=True) if s.compile else model
     dropout = strategy.policy_dropout if s.policy_dropout is None else s.policy_dropout
     return Setup(cfg=cfg, task=task, kind=kind, strategy=strategy, model=model, tokenizer=tokenizer, device=device,
                  data=data, tables=tables, generation=generation, ctx=ctx, trained=trained, optimizer=optimizer, scheduler=scheduler,
-                 init_from=init_from, grad_accum=grad_accum, started=started, dropout=dropout, bf16=bf16)
+                 init_from=init_from, grad_accum=grad_accum, started=started, dropout=dropout, bf16=bf16,
+                 epochs=epochs)
 
 
 def _optimiser(model: torch.nn.Module, cfg: RunConfig, batches: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -380,7 +386,7 @@ def run(cfg: RunConfig, store: Store, source: DataSource, device: torch.device |
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state = -math.inf, -1, None
     main = setup.task.main_metric
-    for epoch in range(1, cfg.settings.epochs + 1):
+    for epoch in range(1, setup.epochs + 1):
         means = train_epoch(setup, epoch, state, progress)
         seconds, samples = means.pop("_seconds"), means.pop("_samples")
         val_scores, val_length = validate(setup, progress)
