@@ -1,4 +1,4 @@
-"""Command line: `python -m harness list | run | evaluate | bench | report | leaderboard`."""
+"""Command line: `python -m harness list | run | evaluate | bench | report | leaderboard | compress`."""
 from __future__ import annotations
 
 import argparse
@@ -71,11 +71,12 @@ def _choose_grid(args: argparse.Namespace) -> Path:
     if torch.cuda.is_available() and args.device != "cpu":
         return preset_path("default")
     if args.grid_mode:
-        log.warning("No GPU here: running the `smoke` preset (CPU, small data slices, minutes). The real "
-                    "benchmark runs on a GPU: `python -m harness run --grid --preset default`.")
-    else:
-        log.warning("No GPU here: this run takes the `smoke` preset's settings (small data slices, CPU); "
-                    "`--preset default` takes the full benchmark's, `--grid-file FILE` your own.")
+        log.warning("No GPU here: running the `quick` preset (sentiment, 7 strategies, 3 seeds: under 30 minutes "
+                    "on two cores). Every task and strategy on a CPU: `--preset cpu` (about 8 h); the full "
+                    "benchmark, on a GPU: `--preset default`.")
+        return preset_path("quick")
+    log.warning("No GPU here: this run takes the `smoke` preset's settings (small data slices, CPU); "
+                "`--preset cpu` or `--preset default` takes a benchmark's, `--grid-file FILE` your own.")
     return preset_path("smoke")
 
 
@@ -198,6 +199,16 @@ def cmd_report(args: argparse.Namespace) -> None:
                  allow_mixed=args.allow_mixed, strict=args.strict)
     if trackers:
         log_report(trackers, Path(args.out), chosen.grid or "report")
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from harness.store import Store
+
+    store = Store(args.store)
+    rewritten = store.compress()
+    size = sum(p.stat().st_size for p in (store.root / "records").rglob("*.json.gz"))
+    print(f"{store.root}: {rewritten} record(s) compressed; records now {size / 2 ** 20:.1f} MiB "
+          "(checkpoints, if any, are not part of them)")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -372,6 +383,11 @@ def parser() -> argparse.ArgumentParser:
     _reading_options(board)
     _include_option(board)
     board.set_defaults(func=cmd_leaderboard)
+
+    compress = sub.add_parser("compress", help="rewrite a store's records gzip-compressed, and new ones so "
+                                               "(a store to publish; `report` and `run` read it as it is)")
+    compress.add_argument("--store", default=str(default_store()))
+    compress.set_defaults(func=cmd_compress)
     return top
 
 

@@ -8,6 +8,10 @@ Layout under the store directory:
   sessions/<UTC time>-<pid>.json            one per `harness run`: wall time, GPU utilisation
   claims/<run hash>.claim                   a run being trained now: its owner (host, pid)
   evaluations/<task>/<reward>/<run hash>-<data id>.json   `harness evaluate` of a run on other test data
+  COMPRESSED                                marks a compressed store: records are written as
+                                            <run hash>.json.gz (`harness store compress`)
+Records of either form are read from any store, so a store published in the repository (compressed,
+without checkpoints) is read by `report` and resumed by `run` as it is.
 A record is written to a temporary file in the same folder, flushed to disk and renamed over the
 final name, so a killed run never leaves a file that looks like a record; readers ignore the
 temporary files, and `clean_orphans` removes those a killed process left. Rename is atomic on
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gzip
 import json
 import os
 import socket
@@ -42,6 +47,7 @@ if TYPE_CHECKING:  # torch only for checkpoints, imported there: `harness list` 
     import torch
 
 SCHEMA_VERSION = 1
+COMPRESSED_MARKER = "COMPRESSED"  # a file in a store whose new records are written gzip-compressed
 
 
 class StoreError(RuntimeError):
@@ -332,8 +338,31 @@ class Store:
         self.root = Path(root)
         self.keep_checkpoints = keep_checkpoints
 
+    @property
+    def compressed(self) -> bool:
+        """Whether new records are written gzip-compressed (the store holds a `COMPRESSED` marker)."""
+        return (self.root / COMPRESSED_MARKER).exists()
+
     def record_path(self, task: str, reward: str, run_hash: str) -> Path:
-        return self.root / "records" / task / reward / f"{run_hash}.json"
+        """Where the run's record is: the stored file of either form, else where it is to be written."""
+        plain = self.root / "records" / task / reward / f"{run_hash}.json"
+        packed = plain.with_name(plain.name + ".gz")
+        if plain.exists() or packed.exists():
+            return plain if plain.exists() else packed
+        return packed if self.compressed else plain
+
+    def compress(self) -> int:
+        """Makes this a compressed store: every record rewritten as .json.gz (same content), new ones
+        written so; how many were rewritten. Checkpoints are left where they are."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / COMPRESSED_MARKER).write_text(
+            "Records in this store are gzip-compressed JSON (records/<task>/<reward>/<run hash>.json.gz).\n")
+        plain = sorted((self.root / "records").glob("*/*/*.json"))
+        for path in plain:
+            record = self._read_record(path)
+            path.unlink()
+            self.save(record)
+        return len(plain)
 
     def checkpoint_path(self, run_hash: str) -> Path:
         return self.root / "checkpoints" / run_hash / "model.safetensors"
@@ -419,6 +448,8 @@ class Store:
         """Writes the record under its task, reward and hash, replacing an earlier one (--force)."""
         path = self.record_path(record.task, record.reward, record.hash)
         data = json.dumps(record.to_json(), indent=1, sort_keys=False, default=str).encode()
+        if path.suffix == ".gz":
+            data = gzip.compress(data, mtime=0)  # no timestamp: the same record, the same bytes
         _atomic_write(path, lambda fh: fh.write(data))
         return path
 
@@ -439,7 +470,8 @@ class Store:
 
     def find(self, run_hash: str) -> RunRecord:
         """The record of a run named by its hash alone (`harness evaluate`)."""
-        paths = list((self.root / "records").glob(f"*/*/{run_hash}.json"))
+        paths = [*(self.root / "records").glob(f"*/*/{run_hash}.json"),
+                 *(self.root / "records").glob(f"*/*/{run_hash}.json.gz")]
         if not paths:
             raise StoreError(f"no run {run_hash!r} in store {self.root}; `harness report` lists the stored runs "
                              "with their hashes (runs.csv), or pass --store")
@@ -475,7 +507,8 @@ class Store:
         """Every stored record. A file that is not a readable record of this schema (corrupt, foreign,
         another schema version) is refused with a message naming it, or, not `strict`, skipped with a
         warning on stderr naming it."""
-        for path in sorted((self.root / "records").glob("*/*/*.json")):
+        records = self.root / "records"
+        for path in sorted([*records.glob("*/*/*.json"), *records.glob("*/*/*.json.gz")]):
             try:
                 yield self._read_record(path)
             except StoreError as err:
@@ -494,8 +527,9 @@ class Store:
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
+            raw = path.read_bytes()
+            record = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+        except (OSError, ValueError, EOFError) as err:
             raise StoreError(f"{path}: not a readable JSON file ({err}); delete it and rerun the grid, "
                              "which recreates a run's record (a session summary is only a log)") from None
         if not isinstance(record, dict):

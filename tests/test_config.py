@@ -283,3 +283,16 @@ def test_a_loaded_machine_is_warned_about():
 
     assert load_warning(load=0.4, cores=2) is None
     assert "load average 1.9 on 2 cores" in load_warning(load=1.9, cores=2)
+
+
+def test_the_quick_preset_runs_are_the_cpu_presets_own():
+    """`quick` (scripts/run.sh on a CPU) takes the cpu preset's sentiment budget: same run hashes, so
+    a store holding either serves the other."""
+    from harness.grid.plan import named_runs
+
+    data = {"sentiment": {"kind": "local", "md5": {"test": ["x"]}}}
+    quick, cpu = load_grid(preset_path("quick")), load_grid(preset_path("cpu"))
+    assert quick.settings["sentiment"] == cpu.settings["sentiment"]
+    hashes = {(name, cfg.seed): cfg.run_hash() for name, cfg in named_runs(cpu, data, ["sentiment"], None, None, None)}
+    quick_runs = named_runs(quick, data, None, None, None, None)
+    assert len(quick_runs) == 21 and all(hashes[(name, cfg.seed)] == cfg.run_hash() for name, cfg in quick_runs)

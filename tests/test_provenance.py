@@ -53,3 +53,25 @@ def test_records_without_a_parent_in_their_identity_still_load_and_report(tmp_pa
     assert children and all("parent" not in r.config and r.init_from for r in children)
     write_report(store, tmp_path / "out", echo=False, n_resamples=20, formats=["md"])
     assert list((tmp_path / "out").glob("*.md"))
+
+
+def test_a_parent_stored_without_its_checkpoint_is_rerun_first(tmp_path, data_dir):
+    """A published store keeps records, not checkpoints: resuming it reruns a completed parent whose
+    child still has to run (restoring the checkpoint), and leaves the other completed cells alone."""
+    from harness.grid.plan import DONE, RESTORE, TO_RUN, make_plan
+    from harness.config import load_grid
+    from harness.run.data import DataSource
+
+    grid = write_grid(tmp_path / "g.yaml", ["sentiment"], rewards=["ce", "focal", "reinforce"])
+    (ce, focal, child), _ = configs(grid, data_dir)
+    store = Store(tmp_path / "s")
+    for cfg in (ce, focal):
+        store.save(RunRecord.completed(cfg, model="m", main_metric="accuracy", best_epoch=1, validation={},
+                                       test={"accuracy": 1.0}, history=[], test_examples=[],
+                                       timing={"total_seconds": 1.0}, environment={}))
+    states = {c.config.reward: c.state for c in make_plan(load_grid(grid), DataSource(data_dir=data_dir), store).cells}
+    assert states == {"ce": RESTORE, "focal": DONE, "reinforce": TO_RUN}
+    main(_argv(grid, data_dir, store.root, "--grid"))
+    assert store.checkpoint_path(ce.run_hash()).exists() and store.status("sentiment", "reinforce", child.run_hash())
+    states = {c.config.reward: c.state for c in make_plan(load_grid(grid), DataSource(data_dir=data_dir), store).cells}
+    assert set(states.values()) == {DONE}

@@ -223,3 +223,24 @@ def test_default_store_from_environment(monkeypatch, tmp_path):
     assert store_module.default_store() == tmp_path / "elsewhere"
     monkeypatch.delenv("HARNESS_STORE")
     assert store_module.default_store() == Path("runs")
+
+
+def test_a_compressed_store_is_read_written_and_resumed_as_a_plain_one(tmp_path):
+    """`harness compress` rewrites every record as .json.gz with the same content; the store then
+    writes new records so, and reads, finds and reports both forms."""
+    from harness.cli import main
+    from tests.synthetic import completed
+
+    store = Store(tmp_path / "s")
+    first, second = completed("sentiment", "ce", 1, 0.2), completed("sentiment", "ce", 2, 0.3)
+    store.save(first)
+    main(["compress", "--store", str(store.root)])
+    assert store.compressed and store.record_path("sentiment", "ce", first.hash).name == f"{first.hash}.json.gz"
+    assert not list((store.root / "records").rglob("*.json"))
+    store.save(second)
+    assert store.record_path("sentiment", "ce", second.hash).suffix == ".gz"
+    assert {r.hash: r for r in store.records()} == {first.hash: first, second.hash: second}
+    assert store.find(second.hash) == second and store.status("sentiment", "ce", first.hash) == "completed"
+    again = store.record_path("sentiment", "ce", first.hash).read_bytes()
+    store.save(first)
+    assert store.record_path("sentiment", "ce", first.hash).read_bytes() == again  # no timestamp in the bytes

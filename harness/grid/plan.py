@@ -21,13 +21,16 @@ DONE = "done"  # stored: skipped
 TO_RUN = "to run"  # never stored
 RETRY = "rerun: failed"  # stored as failed, and --retry-failed
 FORCED = "rerun: forced"  # stored, and --force
+# Stored as completed, but the checkpoint a child still to run starts from is gone (a store published
+# without checkpoints): run again first, with its own settings and seed, which restores it.
+RESTORE = "rerun: restores its checkpoint"
 
 
 @dataclass(frozen=True)
 class Cell:
     label: str  # "[i/n] task reward seed s (hash)", the prefix of every line about it
     config: RunConfig
-    state: str  # DONE, TO_RUN, RETRY or FORCED
+    state: str  # DONE, TO_RUN, RETRY, FORCED or RESTORE
     stored: str | None  # the stored record's status (completed, failed, refused), None if none
     strategy: str = ""  # the grid's name for its reward cell: `focal`, or `focal[gamma=1]` in a sweep
 
@@ -109,8 +112,20 @@ def make_plan(grid: Grid, source: DataSource, store: Store, tasks: list[str] | N
             state = DONE
         label = f"[{i}/{len(runs)}] {cfg.task} {name} seed {cfg.seed} ({cfg.run_hash()})"
         cells.append(Cell(label, cfg, state, stored, name))
+    cells = _restore_parents(cells, store)
     _check_parents(cells, store)
     return Plan(grid, tuple(cells))
+
+
+def _restore_parents(cells: list[Cell], store: Store) -> list[Cell]:
+    """The cells, with each completed parent whose checkpoint is gone while a child of this plan still
+    has to run set to RESTORE. Training is deterministic for a given device, seed and thread count
+    (tests/test_runner.py), so the rerun gives back the parent its record describes."""
+    wanted = {parent.run_hash() for c in cells if c.state != DONE and (parent := parent_of(c.config)) is not None}
+    return [dataclasses.replace(c, state=RESTORE)
+            if c.state == DONE and c.stored == "completed" and c.config.run_hash() in wanted
+            and not store.checkpoint_path(c.config.run_hash()).exists() else c
+            for c in cells]
 
 
 def _check_parents(cells: list[Cell], store: Store) -> None:
