@@ -72,7 +72,7 @@ class TrainSettings:
     # in BENCHMARKS.md; compiled kernels round differently, so it is part of the run's identity.
     compile: bool = False
     # Mixed precision: "bf16" (bf16 autocast for training, evaluation and sampling; weights and
-    # optimiser stay fp32) or "fp32". None: bf16 on a GPU, fp32 on a CPU (`precision_of`); bf16 on
+    # optimiser stay fp32) or "fp32". None: bf16 on a GPU, fp32 on a CPU (`recipe.uses_bf16`); bf16 on
     # a CPU is worth it only where it has bf16 instructions (avx512_bf16, amx_bf16; BENCHMARKS.md).
     precision: str | None = None
 
