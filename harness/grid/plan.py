@@ -121,7 +121,7 @@ def _restore_parents(cells: list[Cell], store: Store) -> list[Cell]:
     """The cells, with each completed parent whose checkpoint is gone while a child of this plan still
     has to run set to RESTORE. Training is deterministic for a given device, seed and thread count
     (tests/test_runner.py), so the rerun gives back the parent its record describes."""
-    wanted = {parent.run_hash() for c in cells if c.state != DONE and (parent := parent_of(c.config)) is not None}
+    wanted = {c.config.parent for c in cells if c.state != DONE and c.config.parent is not None}
     return [dataclasses.replace(c, state=RESTORE)
             if c.state == DONE and c.stored == "completed" and c.config.run_hash() in wanted
             and not store.checkpoint_path(c.config.run_hash()).exists() else c

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from harness.overrides import cell_name
+from harness.overrides import cell_name, strategy_of
 from harness.report import ReportError, stats
 from harness.store import RunRecord
 from rewards.base import REWARDS
@@ -40,8 +40,14 @@ SAMPLING_TERMS = {"reward": "reward (task metric of the samples)", "rm_reward": 
                   "rm_heldout_accuracy": "reward model held-out accuracy"}
 
 
+def strategy_class(label: str) -> type | None:
+    """The registered strategy class of a report label (`focal`, `focal[gamma=1]`), or None when the
+    report's process does not know it (an --include not given)."""
+    return REWARDS.get(strategy_of(label))
+
+
 def is_sampling(strategy: str) -> bool:
-    cls = REWARDS.get(strategy.split("[")[0])
+    cls = strategy_class(strategy)
     return cls is not None and cls.family == "sampling"
 
 
@@ -437,7 +443,7 @@ def run_guards(record: RunRecord) -> dict[str, float]:
 
 def optimised_reward(strategy: str) -> str:
     """The logged term a strategy optimises ("reward" unless its class says otherwise, e.g. rlhf's proxy)."""
-    cls = REWARDS.get(strategy.split("[")[0])
+    cls = strategy_class(strategy)
     return cls.optimised_reward if cls is not None else "reward"
 
 

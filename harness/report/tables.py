@@ -20,9 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from rewards.base import REWARDS
 from harness.report.analysis import (ALPHA, BASELINE, CALIBRATION, CONTROLS, MIN_SEEDS, MIN_TEST_SEEDS,
-                                     REPETITION_N, Analysis, status_words)
+                                     REPETITION_N, Analysis, status_words, strategy_class)
 
 FEW_SEEDS = "†"
 MISSING = "—"
@@ -332,7 +331,7 @@ def strategy_methods(a: Analysis) -> list[str]:
     estimator, baseline, normalisation, source and deviations from the paper), one line each."""
     lines = []
     for label in a.strategies():
-        cls = REWARDS.get(label.split("[")[0])
+        cls = strategy_class(label)
         if cls is None:  # a strategy the report's process does not know (an --include not given)
             lines.append(f"Strategy {label}: not registered here; rerun with its --include to describe it.")
             continue
