@@ -10,7 +10,6 @@ import torch
 import kinds
 
 from rewards._preferences import Annotator, build_preferences
-from rewards.base import build_reward
 from rewards.rlhf import AdaptiveKLController, whiten
 from tests.test_rewards_sampling import (Bandit, bandit_batch, bandit_task, make_ctx, real_setup, run_steps,
                                          started, train_batch)
