@@ -180,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
     seeds = tuple(int(s) for s in _names(args.seeds) or ["1"])
     bench.main(args.task, overrides, data_dir, args.peak_tflops, args.repeats, Path(args.json) if args.json else None,
-               seeds)
+               seeds, args.preset)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -343,7 +343,10 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="model alias, Hub id or local path (default: the task's)")
     for name, convert in (("--max-train", int), ("--max-eval", int), ("--epochs", int), ("--batch-size", int),
                        ("--lr", float)):
-        bench.add_argument(name, type=convert, help="default: the `default` preset's setting for the task")
+        bench.add_argument(name, type=convert, help="default: the preset's setting for the task")
+    bench.add_argument("--preset", default="default",
+                       help="the shipped grid whose settings for the task are the budget (default: default; "
+                            "cpu: the 2-core reference benchmark's)")
     bench.add_argument("--compile", action="store_true", help="torch.compile the harness's training forward")
     bench.add_argument("--precision", choices=("bf16", "fp32"),
                        help="the harness's autocast (default: bf16 on a GPU, fp32 on a CPU)")

@@ -235,6 +235,24 @@ def matmul_parameters(module: torch.nn.Module) -> int:
                for p in m.parameters(recurse=False))
 
 
+def new_parameters(model: torch.nn.Module) -> frozenset[str]:
+    """Names of the parameters the pretrained checkpoint lacked, recorded by `with_new_parameters`
+    (empty for a model loaded whole or built at random): they get `new_lr_scale` times the rate."""
+    return getattr(model, "harness_new_parameters", frozenset())
+
+
+def with_new_parameters(model: torch.nn.Module, names: Any) -> torch.nn.Module:
+    """`model`, recording `names` (e.g. `from_pretrained(output_loading_info=True)`'s missing keys) as new."""
+    model.harness_new_parameters = frozenset(names)
+    return model
+
+
+def pretrained_with_head(auto: Any, source: str, **options: Any) -> torch.nn.Module:
+    """`auto.from_pretrained(source)` in float32, recording the head it had to initialise as new."""
+    model, info = auto.from_pretrained(source, dtype=torch.float32, output_loading_info=True, **options)
+    return with_new_parameters(model, info["missing_keys"])
+
+
 def label_maps(task: "Task") -> dict[str, Any]:
     """The `from_pretrained` / config keyword arguments naming a classifier head's labels."""
     return dict(num_labels=len(task.labels), id2label=dict(enumerate(task.labels)),

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kinds.base import TINY, ModelKind, label_maps, pad, register_kind
+from kinds.base import TINY, ModelKind, label_maps, pad, pretrained_with_head, register_kind
 from kinds.positions import PositionPolicy
 from tasks.metrics import calibration_stats
 
@@ -55,7 +55,7 @@ class Classification(ModelKind):
     def load(self, source: str, task: "Task", tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
 
-        return AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32, **label_maps(task))
+        return pretrained_with_head(AutoModelForSequenceClassification, source, **label_maps(task))
 
     def tiny(self, task: "Task", tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification, BertConfig

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kinds.base import IGNORE, TINY, decode, matmul_parameters, mean_pool, pad, register_kind
+from kinds.base import (IGNORE, TINY, decode, matmul_parameters, mean_pool, pad, pretrained_with_head, register_kind,
+                         with_new_parameters)
 from kinds.sequences import SequenceKind
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Seq2Seq(SequenceKind):
         from transformers import AutoConfig, AutoModelForSeq2SeqLM, EncoderDecoderModel
 
         if AutoConfig.from_pretrained(source).is_encoder_decoder:
-            return AutoModelForSeq2SeqLM.from_pretrained(source, dtype=torch.float32)
+            return pretrained_with_head(AutoModelForSeq2SeqLM, source)
         model = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source, encoder_dtype=torch.float32,
                                                                     decoder_dtype=torch.float32)
         return _configure_bert2bert(model, tokenizer)
@@ -108,7 +109,15 @@ def _configure_bert2bert(model: Any, tokenizer: Any) -> Any:
         for key, value in ids.items():
             setattr(cfg, key, value)
     model.config.vocab_size = model.config.decoder.vocab_size
-    return model
+    return with_new_parameters(model, _uncopied(model))
+
+
+def _uncopied(model: Any) -> list[str]:
+    """The decoder parameters the warm start could not copy from the encoder checkpoint: each layer's
+    cross-attention and the LM head's transform and bias (3.7 M of bert2bert-MiniLM's parameters)."""
+    encoder = {name.removeprefix("encoder.") for name, _ in model.named_parameters() if name.startswith("encoder.")}
+    return [name for name, _ in model.named_parameters()
+            if name.startswith("decoder.") and name.removeprefix("decoder.").removeprefix("bert.") not in encoder]
 
 
 SEQ2SEQ = register_kind(Seq2Seq())

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kinds.base import IGNORE, TINY, ModelKind, label_maps, pad, register_kind
+from kinds.base import IGNORE, TINY, ModelKind, label_maps, pad, pretrained_with_head, register_kind
 from kinds.positions import PositionPolicy
 from tasks.metrics import calibration_stats
 
@@ -81,7 +81,7 @@ class Tagging(ModelKind):
     def load(self, source: str, task: "Task", tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
-        return AutoModelForTokenClassification.from_pretrained(source, dtype=torch.float32, **label_maps(task))
+        return pretrained_with_head(AutoModelForTokenClassification, source, **label_maps(task))
 
     def tiny(self, task: "Task", tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification, BertConfig

@@ -56,7 +56,9 @@ class SamplingStrategy(RewardStrategy):
     The model trains without dropout (`policy_dropout = False`, recorded in the run's record): the
     samples, their log-probabilities under π_θ (and π_old) and under the frozen reference all come
     from one deterministic network, so at θ = θ_ref the KL is 0, PPO's ratio 1 and DPO's loss log 2.
-    The logged `kl` is k3 (`kl_estimate`), an unbiased, non-negative estimate of KL(π_θ ‖ π_ref).
+    The logged `kl` is k3 (`kl_estimate`), an unbiased, non-negative estimate of KL(π_θ ‖ π_ref); where
+    the objective has no reference term it is a diagnostic, computed on the logged steps only
+    (`StepContext.diagnose`), which saves a reference pass over the samples on the others.
     The objective (samples, rewards, a learned reward head's update, PPO's buffer) is computed
     during warm-up too, so the diagnostics are logged from the first step and learned rewards
     start training before they drive the policy; only the returned loss is CE alone.
@@ -83,7 +85,7 @@ class SamplingStrategy(RewardStrategy):
         terms = {"ce": ce.detach(), **objective.terms}
         samples = objective.samples
         reference = objective.reference
-        if reference is None and ctx.reference is not None:
+        if reference is None and ctx.reference is not None and ctx.diagnose:
             with torch.no_grad():
                 reference = ctx.policy.log_prob(ctx.reference, batch, samples)
         if reference is not None:

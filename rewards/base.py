@@ -66,6 +66,10 @@ class StepContext:
     train: Any = None
     seed: int = 0  # the run's seed, for run-level data that must not depend on what ran before
     bf16: bool = False  # the run computes under bf16 autocast (its `precision`), also in `start`
+    # This step's terms are logged (every `log_every` steps and each epoch's last): diagnostics that
+    # cost a model pass of their own (the KL of strategies whose objective has no reference term)
+    # are computed on these steps only, and their epoch means average the steps that have them.
+    diagnose: bool = True
 
 
 @dataclass

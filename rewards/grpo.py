@@ -25,7 +25,9 @@ class GRPO(SamplingStrategy):
     mean over samples. `dr_grpo` applies Liu et al. 2025 ("Understanding R1-Zero-Like Training"): no
     division by the group's std, and no 1/|y_n| — the per-action terms are summed (a constant
     normaliser; the paper divides that sum by the generation budget, a constant factor that only
-    rescales the loss against α·CE). Deviations: K = 4 by default (the paper samples 64); the α·CE
+    rescales the loss against α·CE). μ = 1 by default, as TRL's GRPOTrainer (`num_iterations` = 1):
+    one step per rollout, where ρ = 1 and the clip is inactive (the estimator is then the
+    group-baselined policy gradient); μ > 1 reuses each rollout at μ times the update cost. Deviations: K = 4 by default (the paper samples 64); the α·CE
     mix of every sampling strategy (α = 0 for the paper's objective); the prompts are the recipe's
     training batches.
     """
@@ -35,7 +37,7 @@ class GRPO(SamplingStrategy):
     kl_coef: float = param(0.04, "weight β of the per-action k3 KL to the reference in the loss", min=0.0)
     dr_grpo: bool = param(False, "Dr. GRPO (Liu et al. 2025): no std scaling of advantages, no 1/|y| normaliser",
                           choices=(False, True))
-    updates: int = param(2, "optimiser steps μ on each batch's rollout (the first has ratio 1)", min=1)
+    updates: int = param(1, "optimiser steps μ on each batch's rollout (the first has ratio 1)", min=1)
 
     def rollout(self, batch: dict[str, Any], ctx: StepContext) -> Rollout:
         samples = ctx.policy.sample(ctx.model, batch, None, self.num_samples)

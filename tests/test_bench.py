@@ -36,7 +36,7 @@ def test_bench_compares_trainer_and_harness_offline(task, model, tmp_path, data_
                 "(best)", "FLOPs per epoch", "seeds [1, 2]"):
         assert row in printed
     result = json.loads(out.read_text())
-    assert result["command"].startswith(f"python -m harness bench --task {task} --model {model}")
+    assert result["command"].startswith(f"python -m harness bench --task {task} --preset default --model {model}")
     assert result["command"].endswith("--seeds 1,2")
     assert result["date"] and result["versions"]["transformers"] and result["device_name"]
     names = [t["name"] for t in result["trainer_configs"]]

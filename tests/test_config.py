@@ -178,7 +178,7 @@ OTHER_SETTINGS = {"model": "tiny-bert", "epochs": 4, "lr": 1e-4, "batch_size": 1
                   "length_penalty": 0.6, "no_repeat_ngram_size": 3, "log_every": 10,
                   "max_source_length": 64, "max_target_length": 32, "compile": True, "sample_length_factor": 1.5,
                   "policy_dropout": False, "precision": "bf16",
-                  "max_validation": 20, "continued_epochs": 1, "continued_max_train": 10}
+                  "max_validation": 20, "continued_epochs": 1, "continued_max_train": 10, "new_lr_scale": 10.0}
 
 
 def base_config(**changes) -> RunConfig:

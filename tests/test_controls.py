@@ -47,11 +47,11 @@ def test_strategies_started_from_ce_get_the_controls_schedule_epochs_and_data_or
     steps: dict[str, list] = {}
     original = recipe._optimiser_step
 
-    def spy(setup, parts, weights, rollouts, update, step):
+    def spy(setup, parts, weights, rollouts, update, step, diagnose):
         if update == 0:  # one entry per batch, whatever the strategy's updates per batch
             steps.setdefault(setup.cfg.reward, []).append(
                 ([p["index"].tolist() for p in parts], setup.scheduler.get_last_lr()[0]))
-        return original(setup, parts, weights, rollouts, update, step)
+        return original(setup, parts, weights, rollouts, update, step, diagnose)
 
     monkeypatch.setattr(recipe, "_optimiser_step", spy)
     records = {cfg.reward: run(cfg, store, source, progress=False) for cfg in cfgs[1:]}

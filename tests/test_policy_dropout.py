@@ -81,3 +81,30 @@ def test_k3_is_non_negative_unbiased_and_zero_at_equality():
     exact = (p.exp() * (p - r)).sum()
     torch.testing.assert_close(k3.mean(), exact, atol=5e-3, rtol=0)
     assert kl_estimate(policy, policy).abs().max() == 0
+
+
+@pytest.mark.parametrize("reward, every_step", [("reinforce", False), ("rloo", True)])
+def test_a_diagnostic_kl_costs_a_reference_pass_only_on_logged_steps(tmp_path, data_dir, reward, every_step):
+    """reinforce's KL is a diagnostic: computed on the logged steps (every `log_every`, and the epoch's
+    last), and its epoch mean averages those steps; rloo's reward holds the KL, so every step has it."""
+    grid = write_grid(tmp_path / "g.yaml", ["translation"], rewards=["ce", reward], epochs=1, batch_size=4,
+                      max_train=16, max_eval=4, log_every=3)
+    cfgs, source = configs(grid, data_dir)
+    cfgs = [with_parent(c) for c in cfgs]
+    store = Store(tmp_path / "s")
+    run(next(c for c in cfgs if c.reward == "ce"), store, source, progress=False)
+    setup = prepare(next(c for c in cfgs if c.reward == reward), store, source, torch.device("cpu"))
+    seen = []
+    loss = setup.strategy.loss
+
+    def recording(logits, batch, ctx):
+        out = loss(logits, batch, ctx)
+        seen.append((ctx.step, ctx.diagnose, float(out.terms["kl"]) if "kl" in out.terms else None))
+        return out
+
+    setup.strategy.loss = recording
+    means = train_epoch(setup, 1, TrainState(generator=torch.Generator().manual_seed(0)), progress=False)
+    assert [(step, diagnose) for step, diagnose, _ in seen] == [(0, False), (1, False), (2, True), (3, True)]
+    assert all((kl is not None) == (every_step or diagnose) for _, diagnose, kl in seen), seen
+    computed = [kl for _, _, kl in seen if kl is not None]
+    assert means["kl"] == pytest.approx(sum(computed) / len(computed))

@@ -13,12 +13,13 @@ import kinds
 from harness.config import RunConfig, settings_from
 from harness.run.data import DataSource
 from harness.run.recipe import _optimiser_step, prepare, run, scored, split_batch
+from harness.run import models
 from harness.run.models import load_tokenizer
 from harness.store import Store
 from rewards.base import LossOutput, StepContext
 from rewards.ce import CrossEntropy
 from tasks import metrics
-from tasks.base import TASKS, Task
+from tasks.base import TASKS, Task, get_task
 from tests.helpers import configs, write_grid
 
 
@@ -174,3 +175,30 @@ def test_bf16_precision_autocasts_on_the_cpu_and_is_recorded(tmp_path, data_dir)
     record = run(cfg, Store(tmp_path / "s"), source, progress=False)
     assert record.status == "completed" and record.environment["precision"] == "bf16"
     assert "cpu_bf16" in record.environment and record.environment["threads"] >= 1
+
+
+def test_parameters_the_checkpoint_lacked_get_new_lr_scale(tmp_path, data_dir, caplog):
+    """bert2bert's cross-attention and LM-head transform start at random while the rest is pretrained:
+    `new_lr_scale` multiplies their rate only; a pretrained tagger's new parameters are its classifier;
+    a model without new parameters says the setting has nothing to scale."""
+    grid = write_grid(tmp_path / "g.yaml", ["translation"], max_train=8, max_eval=4, new_lr_scale=10.0)
+    (cfg,), source = configs(grid, data_dir)
+    setup = prepare(cfg, None, source, torch.device("cpu"))
+    rate = {id(p): group["initial_lr"] for group in setup.optimizer.param_groups for p in group["params"]}
+    names = dict(setup.model.named_parameters())
+    new = {n for n in names if n.startswith("decoder.") and ("crossattention" in n or ".cls." in n)}
+    assert new and kinds.base.new_parameters(setup.model) == new
+    assert all(rate[id(p)] == pytest.approx(10 * cfg.settings.lr if n in new else cfg.settings.lr)
+               for n, p in names.items())
+    weight_decay = {id(p): group["weight_decay"] for group in setup.optimizer.param_groups for p in group["params"]}
+    assert all(weight_decay[id(p)] == (cfg.settings.weight_decay if p.dim() > 1 else 0.0) for p in names.values())
+
+    tokenizer = load_tokenizer("minilm")
+    tagger = kinds.get_kind("tagging").load(str(models.minilm_path()), get_task("ner"), tokenizer)
+    assert kinds.base.new_parameters(tagger) == {"classifier.weight", "classifier.bias"}
+
+    grid = write_grid(tmp_path / "h.yaml", ["sentiment"], max_train=8, max_eval=4, new_lr_scale=10.0)
+    (cfg,), source = configs(grid, data_dir)
+    with caplog.at_level("WARNING", logger="harness"):
+        prepare(cfg, None, source, torch.device("cpu"))
+    assert "nothing to scale" in caplog.text

@@ -6,7 +6,8 @@ weights, epochs, batch size, learning rate, warm-up steps, weight decay and grad
 
   Trainer  TrainingArguments with bf16 on CUDA (fp32 on CPU), the task kind's standard collator
            (DataCollatorForTokenClassification / DataCollatorWithPadding / DataCollatorForSeq2Seq),
-           the default optimiser (AdamW) and linear schedule, no evaluation or saving during
+           the default optimiser (fused AdamW; with `new_lr_scale`, which it cannot express, the
+           harness's AdamW with the same parameter groups) and linear schedule, no evaluation or saving during
            training, nothing sent anywhere (report_to="none"), in the configurations a user would
            pick (`trainer_configs`): its default random batches; `train_sampling_strategy=
            "group_by_length"` (batches of similar length, one flag); and that with bf16 autocast
@@ -52,7 +53,7 @@ from tabulate import tabulate
 from harness.config import ConfigError, RunConfig, TrainSettings, load_grid, preset_path, settings_from
 from harness.environment import cpu_has_bf16, environment, package_version
 from harness.run.data import DataSource
-from harness.run.recipe import Setup, prepare, run, test
+from harness.run.recipe import Setup, adamw, prepare, run, test
 from harness.store import Store
 from tasks.base import get_task
 
@@ -119,9 +120,12 @@ def run_trainer(cfg: RunConfig, source: DataSource, device: torch.device, config
             train_sampling_strategy=config.sampling,
             eval_strategy="no", save_strategy="no", logging_steps=s.log_every, report_to="none",
             disable_tqdm=True)
+        # The Trainer has no per-group learning rate: with `new_lr_scale` it gets the harness's AdamW
+        # (the same groups, fused, as its own default); its scheduler is still its own.
+        optimizer = adamw(model, s) if s.new_lr_scale is not None else None
         trainer = Trainer(model=model, args=args, train_dataset=setup.kind.trainer_rows(train_rows),
                           data_collator=setup.kind.trainer_collator(setup.tokenizer, model),
-                          processing_class=setup.tokenizer)
+                          processing_class=setup.tokenizer, optimizers=(optimizer, None))
         trainer.remove_callback(PrinterCallback)  # losses are still logged, just not printed over the table
         train_start = time.perf_counter()
         trainer.train()
@@ -161,14 +165,15 @@ def median_figures(measurements: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: tuple[int, ...] = (1,),
-          peak_tflops: float = H100_BF16_DENSE_TFLOPS, repeats: int = 1) -> dict[str, Any]:
-    """Runs the harness and each Trainer configuration on the same slice for every seed; returns
-    their figures (means over seeds of the per-seed medians), the floor and the ratios."""
+          peak_tflops: float = H100_BF16_DENSE_TFLOPS, repeats: int = 1, preset: str = "default") -> dict[str, Any]:
+    """Runs the harness and each Trainer configuration on the same slice for every seed, at the
+    `preset`'s settings for the task (then `overrides`); returns their figures (means over seeds of
+    the per-seed medians), the floor and the ratios."""
     if package_version("accelerate") is None:  # the Trainer needs it; fail before minutes of harness training
         raise ConfigError("harness bench compares against the Hugging Face Trainer, which needs accelerate: "
                           "pip install -e '.[bench]' (scripts/setup.sh installs it)")
     task = get_task(task_name)
-    base = load_grid(preset_path("default")).settings[task.name]  # the recipe's per-task settings
+    base = load_grid(preset_path(preset)).settings[task.name]  # the recipe's per-task settings
     settings: TrainSettings = settings_from("bench", overrides, base)
     cfgs = [RunConfig(task=task.name, reward="ce", seed=seed, settings=settings, data=source.describe(task))
             for seed in seeds]
@@ -200,7 +205,7 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
     best = max((t.name for t in trainers), key=lambda n: systems[n]["train_samples_per_second"])
     env = environment()
     device_name = env["device"] if device.type == "cuda" else f"{_cpu_name()} ({os.cpu_count()} logical CPUs)"
-    return {"task": task.name, "model": model_name, "device": device.type, "device_name": device_name,
+    return {"task": task.name, "preset": preset, "model": model_name, "device": device.type, "device_name": device_name,
             "seeds": list(seeds), "settings": dataclasses.asdict(settings), "train_rows": train_rows,
             "test_rows": test_rows, "main_metric": task.main_metric,
             "trainer_configs": [dataclasses.asdict(t) for t in trainers], "best_trainer": best,
@@ -288,9 +293,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def command_line(task: str, overrides: dict[str, Any], data_dir: Path | None, peak_tflops: float,
-                 repeats: int, seeds: tuple[int, ...]) -> str:
+                 repeats: int, seeds: tuple[int, ...], preset: str = "default") -> str:
     """The command that reproduces a result, with every setting spelled out."""
-    words = ["python", "-m", "harness", "bench", "--task", task]
+    words = ["python", "-m", "harness", "bench", "--task", task, "--preset", preset]
     for key, value in overrides.items():
         words += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
     if data_dir is not None:
@@ -300,12 +305,12 @@ def command_line(task: str, overrides: dict[str, Any], data_dir: Path | None, pe
 
 
 def main(task: str, overrides: dict[str, Any], data_dir: Path | None, peak_tflops: float | None, repeats: int,
-         json_path: Path | None, seeds: tuple[int, ...] = (1,)) -> dict[str, Any]:
+         json_path: Path | None, seeds: tuple[int, ...] = (1,), preset: str = "default") -> dict[str, Any]:
     """The `bench` command: runs, prints the table, optionally writes the figures as JSON."""
     peak_tflops = peak_tflops or H100_BF16_DENSE_TFLOPS
-    result = {"command": command_line(task, overrides, data_dir, peak_tflops, repeats, seeds),
+    result = {"command": command_line(task, overrides, data_dir, peak_tflops, repeats, seeds, preset),
               **bench(task, overrides, DataSource(data_dir=data_dir), seeds=seeds, peak_tflops=peak_tflops,
-                      repeats=repeats)}
+                      repeats=repeats, preset=preset)}
     print(table(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1))

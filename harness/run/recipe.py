@@ -8,6 +8,7 @@ selection of the best epoch in `run`, `test`, and `record`. Strategies hook in t
 from __future__ import annotations
 
 import copy
+import logging
 import dataclasses
 import gc
 import math
@@ -23,20 +24,21 @@ import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from harness.config import ConfigError, RunConfig, parent_of as parent_config, with_parent
+from harness.config import ConfigError, RunConfig, TrainSettings, parent_of as parent_config, with_parent
 from harness.environment import environment
 from harness.overrides import cell_name
 from harness.run.data import Batches, DataSource, head, load_split
 from harness.run.models import load_model, load_tokenizer, model_kind
 from harness.store import RunRecord, Store, StoreError
 from kinds import IGNORE, ModelKind, to_device
-from kinds.base import forward
+from kinds.base import forward, new_parameters
 from rewards.base import REWARDS, RewardStrategy, StepContext, build_reward
 from tasks.base import MetricResult, Task, get_task
 from tasks.formats import DataFormatError
 from tasks.metrics import calibration_aggregate, mean_words
 
 SPLITS = ("train", "validation", "test")
+log = logging.getLogger("harness")
 
 
 class RunRefused(Exception):
@@ -207,14 +209,27 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
 
 
 def _optimiser(model: torch.nn.Module, cfg: RunConfig, batches: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW with linear warm-up then decay over `batches`, no decay on biases and LayerNorm; fused on
-    every device (the same update in one kernel, about twice as fast on CPU: BENCHMARKS.md)."""
-    s = cfg.settings
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=s.lr, fused=True)
-    return optimizer, get_linear_schedule_with_warmup(optimizer, int(s.warmup_ratio * batches), batches)
+    """`adamw` with linear warm-up then decay over `batches`."""
+    optimizer = adamw(model, cfg.settings)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(cfg.settings.warmup_ratio * batches), batches)
+
+
+def adamw(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW, no decay on biases and LayerNorm, `new_lr_scale` times the rate for the parameters the
+    checkpoint lacked; fused on every device (the same update in one kernel, about twice as fast on
+    CPU: BENCHMARKS.md)."""
+    new = new_parameters(model) if s.new_lr_scale is not None else frozenset()
+    if s.new_lr_scale is not None and not new:
+        log.warning("new_lr_scale=%s has nothing to scale: this model has no newly initialised parameters",
+                    s.new_lr_scale)
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((p.dim() > 1, name in new), []).append(p)
+    order = sorted(groups, key=lambda g: (not g[0], g[1]))  # decayed first, then biases and LayerNorm
+    return torch.optim.AdamW([{"params": groups[(decay, is_new)], "weight_decay": s.weight_decay if decay else 0.0,
+                               "lr": s.lr * (s.new_lr_scale if is_new else 1.0)} for decay, is_new in order],
+                             lr=s.lr, fused=True)
 
 
 # ---- train one epoch --------------------------------------------------------------------------
@@ -242,12 +257,13 @@ def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = Tr
     s, model, strategy = setup.cfg.settings, setup.model, setup.strategy
     model.train(setup.dropout)  # eval mode switches dropout off; gradients flow the same
     sums: dict[str, torch.Tensor] = {}
+    computed: dict[str, int] = {}  # steps that computed each term (`StepContext.diagnose`)
     started, samples = time.time(), 0
     train = setup.data["train"]
     bar = tqdm(train.iterate(state.generator), total=len(train), disable=not bars(progress), mininterval=2, leave=False,
                desc=f"{setup.cfg.task}/{cell_name(setup.cfg.reward, setup.cfg.reward_params)} seed {setup.cfg.seed} "
                     f"epoch {epoch}")
-    for batch in bar:
+    for position, batch in enumerate(bar, 1):
         parts = split_batch(batch, setup.grad_accum)
         counts = [scored(part) for part in parts]
         weights = [count / max(sum(counts), 1) for count in counts] if len(parts) > 1 else [1.0]
@@ -257,13 +273,15 @@ def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = Tr
         with torch.no_grad(), setup.autocast:
             rollouts = [strategy.rollout(part, ctx) for part in parts]
         for update in range(strategy.updates):
-            terms = _optimiser_step(setup, parts, weights, rollouts, update, state.step)
+            diagnose = (state.step + 1) % s.log_every == 0 or position == len(train)
+            terms = _optimiser_step(setup, parts, weights, rollouts, update, state.step, diagnose)
             if update == strategy.updates - 1:
                 setup.scheduler.step()  # once per batch; the logged lr is the next step's
             state.step += 1
             strategy.after_step(dataclasses.replace(setup.ctx, step=state.step, update=update))
             for name, value in terms.items():  # summed on the device: no host sync inside the step
                 sums[name] = sums.get(name, 0) + value.float()
+                computed[name] = computed.get(name, 0) + 1
             if state.step % s.log_every == 0:
                 _check_finite(sums, terms, state.step, epoch)
                 logged = {k: float(v) for k, v in terms.items()}
@@ -275,19 +293,19 @@ def train_epoch(setup: Setup, epoch: int, state: TrainState, progress: bool = Tr
     seconds = time.time() - started
     state.seconds += seconds
     state.samples += samples
-    means = {k: float(v) / max(len(train) * strategy.updates, 1) for k, v in sums.items()}
+    means = {k: float(v) / computed[k] for k, v in sums.items()}
     if not all(math.isfinite(v) for v in means.values()):
         raise FloatingPointError(f"non-finite training loss terms in epoch {epoch}: {means}")
     return {**means, "_seconds": seconds, "_samples": samples}
 
 
 def _optimiser_step(setup: Setup, parts: list[dict[str, Any]], weights: list[float],
-                    rollouts: list[Any], update: int, step: int) -> dict[str, torch.Tensor]:
+                    rollouts: list[Any], update: int, step: int, diagnose: bool = True) -> dict[str, torch.Tensor]:
     """One optimiser step over a batch's micro-batches; the step's loss terms (weighted means)."""
     setup.optimizer.zero_grad(set_to_none=True)
     terms: dict[str, torch.Tensor] = {}
     for part, weight, rollout in zip(parts, weights, rollouts):
-        ctx = dataclasses.replace(setup.ctx, step=step, update=update, rollout=rollout)
+        ctx = dataclasses.replace(setup.ctx, step=step, update=update, rollout=rollout, diagnose=diagnose)
         with setup.autocast:
             logits = setup.kind.forward(setup.trained, part)
             out = setup.strategy.loss(logits, part, ctx)
