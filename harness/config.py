@@ -35,7 +35,8 @@ class TrainSettings:
     lr: float = 5e-5
     # Learning-rate multiplier for the parameters the pretrained checkpoint lacks (`ModelKind.new_parameters`:
     # a warm-started bert2bert's cross-attention and LM-head transform, a classifier head), which start
-    # from random values while the rest is already trained. None: the same rate for every parameter.
+    # from random values while the rest is already trained; a run from another run's checkpoint has
+    # none. None: the same rate for every parameter.
     new_lr_scale: float | None = None
     batch_size: int = 32
     eval_batch_size: int = 128

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import kinds
-from harness.config import RunConfig, settings_from
+from harness.config import RunConfig, settings_from, with_parent
 from harness.run.data import DataSource
 from harness.run.recipe import _optimiser_step, prepare, run, scored, split_batch
 from harness.run import models
@@ -179,10 +179,17 @@ def test_bf16_precision_autocasts_on_the_cpu_and_is_recorded(tmp_path, data_dir)
 
 def test_parameters_the_checkpoint_lacked_get_new_lr_scale(tmp_path, data_dir, caplog):
     """bert2bert's cross-attention and LM-head transform start at random while the rest is pretrained:
-    `new_lr_scale` multiplies their rate only; a pretrained tagger's new parameters are its classifier;
-    a model without new parameters says the setting has nothing to scale."""
-    grid = write_grid(tmp_path / "g.yaml", ["translation"], max_train=8, max_eval=4, new_lr_scale=10.0)
-    (cfg,), source = configs(grid, data_dir)
+    `new_lr_scale` multiplies their rate only, and not in a run from a checkpoint, where nothing is new;
+    a pretrained tagger's new parameters are its classifier; a model without new parameters says the
+    setting has nothing to scale."""
+    grid = write_grid(tmp_path / "g.yaml", ["translation"], rewards=["ce", "ce_continued"], epochs=1,
+                      max_train=8, max_eval=4, new_lr_scale=10.0)
+    (cfg, continued), source = configs(grid, data_dir)
+    store = Store(tmp_path / "s")
+    run(cfg, store, source, progress=False)
+    child = prepare(with_parent(continued), store, source, torch.device("cpu"))
+    assert not kinds.base.new_parameters(child.model)
+    assert {group["initial_lr"] for group in child.optimizer.param_groups} == {cfg.settings.lr}
     setup = prepare(cfg, None, source, torch.device("cpu"))
     rate = {id(p): group["initial_lr"] for group in setup.optimizer.param_groups for p in group["params"]}
     names = dict(setup.model.named_parameters())

@@ -540,13 +540,19 @@ def _cost(groups: dict[tuple[str, str], list[RunRecord]], cells: pd.DataFrame,
     cost["score"] = [keyed[(t, s)] for t, s in zip(cost["task"], cost["strategy"])]
     cost["delta"] = [row.score - keyed[(row.task, BASELINE)] if row.task in base.index else math.nan
                      for row in cost.itertuples()]
-    # Training time of an epoch over the same rows relative to ce's on the same task (BENCHMARKS.md
-    # bounds the sampling strategies'): the ratio of training samples/s, so runs continued from ce on
-    # fewer rows (`continued_max_train`) compare fairly. Only meaningful between runs on the same
-    # hardware (the hardware column says).
-    cost["epoch_vs_ce"] = [base.loc[row.task, "samples_per_second"] / row.samples_per_second
-                           if row.task in base.index and row.samples_per_second > 0 else math.nan
-                           for row in cost.itertuples()]
+    # Training time of an epoch over the same rows relative to ce's (BENCHMARKS.md bounds the sampling
+    # strategies'): the ratio of training samples/s. A strategy that starts from ce's checkpoint is
+    # measured against its control (`compared_with`, ce_continued: ce's epoch from the same weights
+    # on the same rows) where that ran, so a short second phase is not set against ce's longer,
+    # better amortised first one. Only meaningful on the same hardware (the hardware column says).
+    rate = cost.set_index(["task", "strategy"])["samples_per_second"]
+
+    def ce_rate(task: str, strategy: str) -> float:
+        control = getattr(strategy_class(strategy), "compared_with", None)
+        return rate.get((task, control), rate.get((task, BASELINE), math.nan))
+
+    cost["epoch_vs_ce"] = [ce_rate(row.task, row.strategy) / row.samples_per_second if row.samples_per_second > 0
+                           else math.nan for row in cost.itertuples()]
     extra_hours = [(row.seconds_with_start - base.loc[row.task, "seconds"]) / 3600 if row.task in base.index
                    else math.nan for row in cost.itertuples()]
     cost["extra_hours"] = extra_hours

@@ -295,9 +295,10 @@ def cost_table(a: Analysis) -> Table:
         "score": [num(v) for v in c["score"]],
         "Δ vs ce": [MISSING if s == BASELINE else num(v, signed=True) for s, v in zip(c["strategy"], c["delta"])],
         "Δ per extra device-hour": [num(v, signed=True) for v in c["delta_per_extra_hour"]]})
-    legend = ("epoch ÷ ce: training time per training row relative to ce's on the task (ce's samples/s over the "
-              "strategy's), i.e. an epoch over the same rows, whatever rows each run trained on. start s: the "
-              "strategy's one-off set-up before training (preference sets, reward models).")
+    legend = ("epoch ÷ ce: training time per training row relative to ce's (ce's samples/s over the strategy's), "
+              "i.e. an epoch over the same rows; for a strategy that starts from ce's checkpoint, relative to its "
+              "control ce_continued (ce's epoch from the same weights on the same rows) where that ran. start s: "
+              "the strategy's one-off set-up before training (preference sets, reward models).")
     return Table("cost", "Cost and quality per device-hour", display, c, legend=legend)
 
 

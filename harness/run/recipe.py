@@ -31,7 +31,7 @@ from harness.run.data import Batches, DataSource, head, load_split
 from harness.run.models import load_model, load_tokenizer, model_kind
 from harness.store import RunRecord, Store, StoreError
 from kinds import IGNORE, ModelKind, to_device
-from kinds.base import forward, new_parameters
+from kinds.base import forward, new_parameters, with_new_parameters
 from rewards.base import REWARDS, RewardStrategy, StepContext, build_reward
 from tasks.base import MetricResult, Task, get_task
 from tasks.formats import DataFormatError
@@ -174,8 +174,12 @@ def prepare(cfg: RunConfig, store: Store | None, source: DataSource, device: tor
         torch.use_deterministic_algorithms(True, warn_only=True)
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name, task, tokenizer, kind)
-    if parent is not None:
+    if parent is not None:  # every parameter now comes from the parent: none is new (`new_lr_scale`)
+        with_new_parameters(model, ())
         model.load_state_dict(state)
+    elif s.new_lr_scale is not None and not new_parameters(model):
+        log.warning("new_lr_scale=%s has nothing to scale: %s has no newly initialised parameters",
+                    s.new_lr_scale, model_name)
     init_from = parent.run_hash() if parent is not None else None
     model.to(device)
     reference = copy.deepcopy(model).eval().requires_grad_(False) if strategy.needs_reference else None
@@ -219,9 +223,6 @@ def adamw(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     checkpoint lacked; fused on every device (the same update in one kernel, about twice as fast on
     CPU: BENCHMARKS.md)."""
     new = new_parameters(model) if s.new_lr_scale is not None else frozenset()
-    if s.new_lr_scale is not None and not new:
-        log.warning("new_lr_scale=%s has nothing to scale: this model has no newly initialised parameters",
-                    s.new_lr_scale)
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
