@@ -49,18 +49,8 @@ class Seq2Seq(SequenceKind):
         return decode(tokenizer, self.generate(model, batch, do_sample=False, **generation))
 
     def generate(self, model: torch.nn.Module, batch: dict[str, Any], **settings: Any) -> torch.Tensor:
-        source = ({"encoder_outputs": batch["encoder_outputs"]} if "encoder_outputs" in batch
-                  else {"input_ids": batch["input_ids"]})
-        out = model.generate(**source, attention_mask=batch["attention_mask"], **settings)
+        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings)
         return out[:, 1:]  # drop the decoder start token
-
-    def repeat(self, model: torch.nn.Module, batch: dict[str, Any], times: int) -> dict[str, Any]:
-        """The encoder runs once per input; its states are repeated, as `generate` does for sampling."""
-        from transformers.modeling_outputs import BaseModelOutput
-
-        encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return {"encoder_outputs": BaseModelOutput(last_hidden_state=encoded.last_hidden_state.repeat_interleave(times, 0)),
-                "attention_mask": batch["attention_mask"].repeat_interleave(times, 0)}
 
     def teacher_forced(self, model: torch.nn.Module, batch: dict[str, Any], actions: torch.Tensor,
                        index: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, Any]:

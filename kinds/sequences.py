@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from kinds.base import IGNORE, ModelKind, Samples, decode, with_logprobs
 from kinds.positions import score, statistics
@@ -20,24 +19,9 @@ if TYPE_CHECKING:
     from tasks.base import Task
 
 # Pure ancestral sampling: no truncation and none of the model's own repetition constraints, so
-# the teacher-forced log-probabilities are exactly those of the distribution sampled from. The draw
-# itself is `InverseCDFDraw` under greedy decoding (see it), on inputs repeated K times (`repeat`).
+# the teacher-forced log-probabilities are exactly those of the distribution sampled from.
+SAMPLING = dict(do_sample=True, top_k=0, top_p=1.0, temperature=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0)
 GREEDY = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0)
-
-
-class InverseCDFDraw(LogitsProcessor):
-    """A logits processor that draws the next token from softmax(scores) by inverse transform — one
-    uniform per row, a cumulative sum and a binary search — and returns scores whose argmax is that
-    token, so greedy decoding yields an exact sample at temperature 1. `torch.multinomial`, which
-    `generate(do_sample=True)` uses, draws one exponential variate per vocabulary entry: 20% of a
-    translation sampling step on this project's CPU (3.5 of 17.6 s, torch.profiler), against a
-    cumulative sum here."""
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        cdf = torch.softmax(scores.float(), dim=-1).cumsum(-1)
-        u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
-        token = torch.searchsorted(cdf, u).clamp_max(cdf.shape[-1] - 1)
-        return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
 
 
 class SequenceKind(ModelKind):
@@ -59,10 +43,6 @@ class SequenceKind(ModelKind):
 
     def generate(self, model: torch.nn.Module, batch: dict[str, Any], **settings: Any) -> torch.Tensor:
         """[B·K, L] the new tokens generated for each input (K = num_return_sequences)."""
-        raise NotImplementedError
-
-    def repeat(self, model: torch.nn.Module, batch: dict[str, Any], times: int) -> dict[str, Any]:
-        """`batch` with every input `times` times in a row, as `generate` takes it (K samples per input)."""
         raise NotImplementedError
 
     def teacher_forced(self, model: torch.nn.Module, batch: dict[str, Any], actions: torch.Tensor,
@@ -99,9 +79,8 @@ class SequencePolicy:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            draw = {} if greedy else {"logits_processor": LogitsProcessorList([InverseCDFDraw()])}
-            actions = self.kind.generate(model, self.kind.repeat(model, batch, num_samples), num_beams=1,
-                                         max_new_tokens=self.sample_length(batch), **GREEDY, **draw)
+            actions = self.kind.generate(model, batch, num_beams=1, num_return_sequences=num_samples,
+                                         max_new_tokens=self.sample_length(batch), **(GREEDY if greedy else SAMPLING))
         model.train(was_training)
         config = model.generation_config
         eos = torch.tensor(_ids(config.eos_token_id), dtype=actions.dtype, device=actions.device)
