@@ -33,7 +33,7 @@ class TrainSettings:
     model: str | None = None  # None: the task's default model
     epochs: int = 3
     lr: float = 5e-5
-    # Learning-rate multiplier for the parameters the pretrained checkpoint lacks (`ModelKind.new_parameters`:
+    # Learning-rate multiplier for the parameters the pretrained checkpoint lacks (`kinds.base.new_parameters`:
     # a warm-started bert2bert's cross-attention and LM-head transform, a classifier head), which start
     # from random values while the rest is already trained; a run from another run's checkpoint has
     # none. None: the same rate for every parameter.

@@ -22,7 +22,8 @@ def _positive() -> tuple[str, Callable[[Any], bool]]:
 
 # Setting -> (its valid range in words, the check). A setting that may be unset (None) is checked only when set.
 RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "epochs": _at_least(1), "batch_size": _at_least(1), "eval_batch_size": _at_least(1), "lr": _positive(), "new_lr_scale": _positive(),
+    "epochs": _at_least(1), "batch_size": _at_least(1), "eval_batch_size": _at_least(1), "lr": _positive(),
+    "new_lr_scale": _positive(),
     "warmup_ratio": ("in [0, 1)", lambda v: 0 <= v < 1), "weight_decay": _at_least(0),
     "max_grad_norm": _positive(), "patience": _at_least(1), "max_train": _at_least(1), "max_eval": _at_least(1),
     "num_beams": _at_least(1), "max_new_tokens": _at_least(1), "no_repeat_ngram_size": _at_least(0),

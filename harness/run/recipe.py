@@ -8,9 +8,9 @@ selection of the best epoch in `run`, `test`, and `record`. Strategies hook in t
 from __future__ import annotations
 
 import copy
-import logging
 import dataclasses
 import gc
+import logging
 import math
 import random
 import sys
