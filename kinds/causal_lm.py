@@ -83,6 +83,10 @@ class CausalLM(SequenceKind):
         out = model.generate(input_ids=prompts, attention_mask=batch["prompt_mask"], **settings)
         return out[:, prompts.shape[1]:]
 
+    def repeat(self, model: torch.nn.Module, batch: dict[str, Any], times: int) -> dict[str, Any]:
+        return {"prompt_ids": batch["prompt_ids"].repeat_interleave(times, 0),
+                "prompt_mask": batch["prompt_mask"].repeat_interleave(times, 0)}
+
     def teacher_forced(self, model: torch.nn.Module, batch: dict[str, Any], actions: torch.Tensor,
                        index: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, Any]:
         prompts = batch["prompt_ids"][index]

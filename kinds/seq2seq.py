@@ -49,18 +49,32 @@ class Seq2Seq(SequenceKind):
         return decode(tokenizer, self.generate(model, batch, do_sample=False, **generation))
 
     def generate(self, model: torch.nn.Module, batch: dict[str, Any], **settings: Any) -> torch.Tensor:
-        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings)
+        source = ({"encoder_outputs": batch["encoder_outputs"]} if "encoder_outputs" in batch
+                  else {"input_ids": batch["input_ids"]})
+        out = model.generate(**source, attention_mask=batch["attention_mask"], **settings)
         return out[:, 1:]  # drop the decoder start token
+
+    def repeat(self, model: torch.nn.Module, batch: dict[str, Any], times: int) -> dict[str, Any]:
+        """The encoder runs once per input; its states are repeated, as `generate` does for sampling."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        encoded = self.encode_once(model, batch)["encoded"]
+        return {"encoder_outputs": BaseModelOutput(last_hidden_state=encoded.repeat_interleave(times, 0)),
+                "attention_mask": batch["attention_mask"].repeat_interleave(times, 0)}
 
     def teacher_forced(self, model: torch.nn.Module, batch: dict[str, Any], actions: torch.Tensor,
                        index: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, Any]:
         """The decoder run on `actions`; the encoder runs once per input, not once per sample."""
         start = self.start_token(model)
         decoder_input_ids = torch.cat([torch.full_like(actions[:, :1], start), actions[:, :-1]], dim=1)
-        encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        out = model(encoder_outputs=(encoded.last_hidden_state[index],), attention_mask=batch["attention_mask"][index],
+        encoded = batch["encoded"] if "encoded" in batch else self.encode_once(model, batch)["encoded"]
+        out = model(encoder_outputs=(encoded[index],), attention_mask=batch["attention_mask"][index],
                     decoder_input_ids=decoder_input_ids, output_hidden_states=output_hidden_states)
         return out.logits, out
+
+    def encode_once(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return {**batch, "encoded": encoded.last_hidden_state}
 
     def pooled(self, out: Any, batch: dict[str, Any], index: torch.Tensor,
                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

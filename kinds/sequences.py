@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from kinds.base import IGNORE, ModelKind, Samples, decode, with_logprobs
 from kinds.positions import score, statistics
@@ -19,9 +20,25 @@ if TYPE_CHECKING:
     from tasks.base import Task
 
 # Pure ancestral sampling: no truncation and none of the model's own repetition constraints, so
-# the teacher-forced log-probabilities are exactly those of the distribution sampled from.
-SAMPLING = dict(do_sample=True, top_k=0, top_p=1.0, temperature=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0)
+# the teacher-forced log-probabilities are exactly those of the distribution sampled from. The draw
+# itself is `InverseCDFDraw` under greedy decoding (see it), on inputs repeated K times (`repeat`).
 GREEDY = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0)
+TEACHER_FORCED_CHUNK = 64  # samples scored together (`SequencePolicy.scored`)
+
+
+class InverseCDFDraw(LogitsProcessor):
+    """A logits processor that draws the next token from softmax(scores) by inverse transform — one
+    uniform per row, a cumulative sum and a binary search — and returns scores whose argmax is that
+    token, so greedy decoding yields an exact sample at temperature 1. `torch.multinomial`, which
+    `generate(do_sample=True)` uses, draws one exponential variate per vocabulary entry: on this
+    project's CPU a translation generation step of 256 samples took 306–331 ms that way and
+    165–168 ms this way (`benchmarks/sampler_cost.py`)."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cdf = torch.softmax(scores.float(), dim=-1).cumsum(-1)
+        u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+        token = torch.searchsorted(cdf, u).clamp_max(cdf.shape[-1] - 1)
+        return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
 
 
 class SequenceKind(ModelKind):
@@ -45,6 +62,15 @@ class SequenceKind(ModelKind):
         """[B·K, L] the new tokens generated for each input (K = num_return_sequences)."""
         raise NotImplementedError
 
+    def repeat(self, model: torch.nn.Module, batch: dict[str, Any], times: int) -> dict[str, Any]:
+        """`batch` with every input `times` times in a row, as `generate` takes it (K samples per input)."""
+        raise NotImplementedError
+
+    def encode_once(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        """`batch`, with whatever `teacher_forced` would compute from the inputs alone on every call
+        (an encoder's states) computed now, so several calls on one batch share it."""
+        return batch
+
     def teacher_forced(self, model: torch.nn.Module, batch: dict[str, Any], actions: torch.Tensor,
                        index: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, Any]:
         """(logits [N, L, V] predicting each action, the model output), the model run on (input, actions)."""
@@ -63,6 +89,7 @@ class SequencePolicy:
                  length_factor: float | None = None):
         self.kind, self.task, self.tokenizer, self.max_new_tokens = kind, task, tokenizer, max_new_tokens
         self.length_factor = length_factor  # samples stop at this × the batch's longest reference
+        self.chunk = TEACHER_FORCED_CHUNK
 
     def sample_length(self, batch: dict[str, Any]) -> int:
         """New tokens a generated sample may take: max_new_tokens, and with a length factor f at most
@@ -79,8 +106,9 @@ class SequencePolicy:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            actions = self.kind.generate(model, batch, num_beams=1, num_return_sequences=num_samples,
-                                         max_new_tokens=self.sample_length(batch), **(GREEDY if greedy else SAMPLING))
+            draw = {} if greedy else {"logits_processor": LogitsProcessorList([InverseCDFDraw()])}
+            actions = self.kind.generate(model, self.kind.repeat(model, batch, num_samples), num_beams=1,
+                                         max_new_tokens=self.sample_length(batch), **GREEDY, **draw)
         model.train(was_training)
         config = model.generation_config
         eos = torch.tensor(_ids(config.eos_token_id), dtype=actions.dtype, device=actions.device)
@@ -90,14 +118,37 @@ class SequencePolicy:
         is_eos = torch.isin(actions, eos).long()
         mask = (is_eos.cumsum(-1) - is_eos) == 0
         actions = actions.masked_fill(~mask, pad)
-        logits, _ = self.kind.teacher_forced(model, batch, actions, index)
-        return with_logprobs(logits.float(), actions, mask, index)
+        return self.scored(model, batch, actions, mask, index)
 
     def log_prob(self, model: torch.nn.Module, batch: dict[str, Any], samples: Samples,
                  logits: torch.Tensor | None = None) -> Samples:
-        """`logits` (teacher-forced on the gold output) are not those of the samples: one pass on them."""
-        logits, _ = self.kind.teacher_forced(model, batch, samples.actions, samples.index)
-        return with_logprobs(logits.float(), samples.actions, samples.mask, samples.index)
+        """`logits` (teacher-forced on the gold output) are not those of the samples: a pass on them."""
+        return self.scored(model, batch, samples.actions, samples.mask, samples.index)
+
+    def scored(self, model: torch.nn.Module, batch: dict[str, Any], actions: torch.Tensor, mask: torch.Tensor,
+               index: torch.Tensor) -> Samples:
+        """`Samples` of `actions` with their teacher-forced log-probabilities under `model`, computed in
+        chunks of `chunk` samples of similar length, each cut to its longest sample. K samples padded
+        to the batch's longest one are mostly padding (one sample at the length cap widens all 256),
+        and every padded position costs a pass through the full-vocabulary output layer and its
+        log-softmax. The decoder is causal, so cutting trailing positions changes no log-probability;
+        the inputs are encoded once for all chunks (`encode_once`)."""
+        if actions.shape[0] <= self.chunk or actions.shape[1] == 0:
+            logits, _ = self.kind.teacher_forced(model, batch, actions, index)
+            return with_logprobs(logits.float(), actions, mask, index)
+        lengths = mask.sum(-1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        chunks = order.split(self.chunk)
+        widths = torch.stack([lengths[c].max() for c in chunks]).clamp_min(1).tolist()  # one host sync
+        batch = self.kind.encode_once(model, batch)
+        pieces = []
+        for rows, width in zip(chunks, widths):
+            logits, _ = self.kind.teacher_forced(model, batch, actions[rows, :width], index[rows])
+            part = with_logprobs(logits.float(), actions[rows, :width], mask[rows, :width], index[rows])
+            pieces.append(F.pad(part.token_logprob, (0, actions.shape[1] - width)))
+        token_logprob = torch.cat(pieces)[torch.argsort(order)]
+        return Samples(actions=actions, mask=mask, logprob=token_logprob.sum(-1), token_logprob=token_logprob,
+                       index=index)
 
     def features(self, model: torch.nn.Module, batch: dict[str, Any],
                  samples: Samples) -> tuple[Samples, torch.Tensor]:

@@ -16,7 +16,8 @@ class ConstantReward(SamplingStrategy):
     A control for the sampling strategies: it shares everything with them — the start from the
     `ce` checkpoint, the extra epochs, the α·CE mix, dropout off, and the sampling itself: K =
     `SAMPLES_PER_INPUT` (4) outputs per input drawn on-policy by the same `Policy.sample`, the K
-    of reinforce, scst, mrt, reward_model, rloo, grpo and rlhf by default, and the same
+    of reinforce, scst, mrt, reward_model, rloo and grpo by default (rlhf draws one per input, as
+    PPO for RLHF does: against it, run this control with `num_samples=1`), and the same
     normalisation, each sample's log-probability summed over its actions (the label, its tags, its
     tokens), mean over samples — except a reward that depends on the output. A strategy's gain
     over this control is therefore the reward's doing, not the extra training or the sharper,

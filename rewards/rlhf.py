@@ -50,7 +50,8 @@ class RLHF(SamplingStrategy):
           trained with the Bradley–Terry loss −log σ(r_φ(y_w) − r_φ(y_l)) for `rm_epochs` epochs,
           then frozen; `rm_heldout_accuracy` (agreement with the annotator's held-out choices) and
           `rm_heldout_true_accuracy` (with the noise-free metric order) are logged with every step;
-      (3) PPO (Schulman et al. 2017): each batch's `rollout` draws K samples per input from π_old and
+      (3) PPO (Schulman et al. 2017): each batch's `rollout` draws K samples per input from π_old (K = 1
+          by default: one response per prompt, as Ouyang et al. and TRL's PPO trainer collect) and
           rewards each with R = r_φ(x, y) − β·log(π_old(y)/π_ref(y)) (the KL penalty to the ce
           reference, log-probabilities summed over the output); A = R whitened over the rollout
           (mean 0, std 1); then `updates` PPO epochs (optimiser steps) on that rollout with the
@@ -67,7 +68,7 @@ class RLHF(SamplingStrategy):
     (PPO-ptx); the annotator is simulated from the metric, not people.
     """
 
-    num_samples: int = num_samples_param()
+    num_samples: int = num_samples_param(1)
     preference_inputs: int = param(0, "training inputs the fixed preference set is drawn from (the first N; 0: all)",
                                    min=0)
     temperature: float = temperature_param()

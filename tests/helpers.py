@@ -44,3 +44,33 @@ def check_declared_params(name: str) -> RewardStrategy:
             with pytest.raises(ValueError, match=f.name):
                 build_reward(name, {f.name: f.metadata["min"] - 1})
     return strategy
+
+
+def check_chunked_scoring(policy: Any, model: Any, batch: dict[str, Any], num_samples: int) -> None:
+    """`SequencePolicy.scored` in chunks of 2 samples, each cut to its longest, gives the log-probabilities
+    and the gradients of one pass over all samples padded to the longest (the decoder is causal)."""
+    import torch
+
+    model.eval()  # no dropout: both passes see the same function
+    torch.manual_seed(3)
+    samples = policy.sample(model, batch, None, num_samples=num_samples)
+    count, width = samples.actions.shape
+    assert count > 2 and width > 2
+    # Samples of 1..width actions, as if ended there (random tiny models rarely end on their own).
+    ended = torch.arange(width) < ((2 * torch.arange(count) + 1) % width + 1).unsqueeze(-1)  # not sorted
+    samples = dataclasses.replace(samples, mask=samples.mask & ended)
+    assert samples.mask.sum(-1).unique().numel() > 2, "chunks of different widths"
+    results = []
+    for chunk in (10 ** 6, 2):
+        policy.chunk = chunk
+        model.zero_grad()
+        scored = policy.log_prob(model, batch, samples)
+        scored.logprob.sum().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((scored, grads))
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    torch.testing.assert_close(chunked.token_logprob, whole.token_logprob, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked.logprob, whole.logprob, atol=1e-4, rtol=1e-5)
+    assert len(chunked_grads) == len(whole_grads) > 0
+    for got, want in zip(chunked_grads, whole_grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

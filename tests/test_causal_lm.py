@@ -12,7 +12,7 @@ from harness.cli import main
 from harness.run.models import load_model, load_tokenizer, model_kind
 from kinds import IGNORE
 from tasks.base import get_task
-from tests.helpers import write_grid
+from tests.helpers import check_chunked_scoring, write_grid
 
 TOKENIZER = load_tokenizer("tiny-gpt")
 KIND = kinds.get_kind("causal_lm")
@@ -83,6 +83,11 @@ def test_sample_log_probabilities_do_not_depend_on_padding():
             logits = model(input_ids=ids).logits[0, len(prompt) - 1: len(prompt) - 1 + length].log_softmax(-1)
         alone = logits.gather(-1, samples.actions[n, :length].unsqueeze(-1)).sum()
         torch.testing.assert_close(samples.logprob[n].detach(), alone, atol=1e-4, rtol=1e-5)
+
+
+def test_chunked_teacher_forcing_is_the_one_pass_scoring():
+    policy = KIND.policy(get_task("translation"), TOKENIZER, max_new_tokens=6)
+    check_chunked_scoring(policy, tiny_model(), batch_of(), num_samples=3)
 
 
 def test_greedy_sample_is_the_prediction_and_features_rescore_like_log_prob():

@@ -20,8 +20,9 @@ from harness.run.models import load_model, load_tokenizer
 from rewards._sampling import spearman
 from rewards.base import IGNORE, LossOutput, RewardStrategy, StepContext, build_reward
 import kinds
+from kinds.sequences import InverseCDFDraw
 from tasks.base import get_task
-from tests.helpers import check_declared_params
+from tests.helpers import check_chunked_scoring, check_declared_params
 
 STRATEGIES = ("reinforce", "scst", "mrt", "reward_model", "rlhf", "dpo", "online_dpo", "grpo", "rloo")
 # The strategy's own objective term: loss = term + α·CE once warm-up is over.
@@ -283,6 +284,39 @@ def test_samples_stop_at_the_length_factor_times_the_longest_reference(tokenizer
     samples = capped.sample(model, batch, None, num_samples=2)
     assert samples.actions.shape[-1] == capped.sample_length(batch)
     assert samples.lengths.tolist() == [capped.sample_length(batch)] * 6
+
+
+def test_inverse_cdf_draws_follow_the_softmax() -> None:
+    """The draw under greedy decoding is an exact sample of softmax(scores): frequencies over 40,000
+    draws within 4 standard errors of the probabilities, and the returned scores pick exactly it."""
+    scores = torch.tensor([[0.0, 1.0, 2.0, -1.0]]).repeat(40_000, 1)
+    torch.manual_seed(0)
+    out = InverseCDFDraw()(torch.zeros(40_000, 1, dtype=torch.long), scores)
+    assert (out == 0).sum(-1).tolist() == [1] * 40_000 and bool(torch.isinf(out).sum(-1).eq(3).all())
+    frequency = torch.bincount(out.argmax(-1), minlength=4).float() / 40_000
+    p = torch.softmax(scores[0], -1)
+    assert bool(((frequency - p).abs() <= 4 * (p * (1 - p) / 40_000).sqrt()).all()), (frequency, p)
+
+
+def test_k_samples_per_input_come_from_that_input(tokenizer: Any) -> None:
+    """`repeat` gives each input K adjacent copies of its encoded source (the encoder run once), and
+    the K samples drawn from them differ."""
+    model, batch, ctx = real_setup("translation", tokenizer)
+    torch.manual_seed(0)
+    many = ctx.policy.sample(model, batch, None, num_samples=3)
+    assert many.index.tolist() == [i for i in range(len(batch["index"])) for _ in range(3)]
+    assert len({tuple(a.tolist()) for a in many.actions}) > 1, "draws differ"
+    model.eval()  # as `sample` runs it: no dropout
+    repeated = ctx.kind.repeat(model, batch, 3)
+    assert repeated["attention_mask"].shape[0] == 3 * batch["attention_mask"].shape[0]
+    encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    torch.testing.assert_close(repeated["encoder_outputs"].last_hidden_state[3:6],
+                               encoded.last_hidden_state[1:2].expand(3, -1, -1))
+
+
+def test_chunked_teacher_forcing_is_the_one_pass_scoring(tokenizer: Any) -> None:
+    model, batch, ctx = real_setup("translation", tokenizer, max_new_tokens=8)
+    check_chunked_scoring(ctx.policy, model, batch, num_samples=3)
 
 
 # ---- (4) short runs of the tiny real models, every kind ------------------------------------
