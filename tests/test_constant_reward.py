@@ -48,18 +48,21 @@ def test_the_reward_carries_no_information_about_the_gold_answer() -> None:
 
 
 def test_the_control_matches_the_sampling_of_the_strategies_it_controls() -> None:
-    """Same K by default, same normalisation (summed log-probabilities: every token weighs c/N,
-    whatever its sample's length), same sampling (the policy's own `sample`, on-policy)."""
+    """Same K by default (rlhf apart: PPO for RLHF draws one response per prompt, and its docstring
+    and this control's say to run the control with num_samples=1 against it), same normalisation
+    (summed log-probabilities: every token weighs c/N, whatever its sample's length), same sampling
+    (the policy's own `sample`, on-policy)."""
     import dataclasses
 
     from rewards.base import REWARDS
     from tests.test_rewards_sampling import StubPolicy, stub_ctx, two_lengths
 
     control = build_reward("constant_reward")
+    assert control.num_samples == 4
     for name, cls in REWARDS.items():
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if cls.family == "sampling" and "num_samples" in fields:
-            assert fields["num_samples"].default == control.num_samples == 4, name
+            assert fields["num_samples"].default == (1 if name == "rlhf" else control.num_samples), name
     samples, leaf = two_lengths()
     out = build_reward("constant_reward", {"alpha": 0.0, "value": 2.0}).objective(
         None, {}, stub_ctx(StubPolicy(samples, torch.zeros(4), torch.zeros(())))
