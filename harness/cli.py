@@ -72,7 +72,7 @@ def _choose_grid(args: argparse.Namespace) -> Path:
         return preset_path("default")
     if args.grid_mode:
         log.warning("No GPU here: running the `quick` preset (sentiment, 7 strategies, 3 seeds: under 30 minutes "
-                    "on two cores). Every task and strategy on a CPU: `--preset cpu` (about 11 h); the full "
+                    "on two cores). Every task and strategy on a CPU: `--preset cpu` (about 12 h); the full "
                     "benchmark, on a GPU: `--preset default`.")
         return preset_path("quick")
     log.warning("No GPU here: this run takes the `smoke` preset's settings (small data slices, CPU); "
