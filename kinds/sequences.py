@@ -31,8 +31,8 @@ class InverseCDFDraw(LogitsProcessor):
     uniform per row, a cumulative sum and a binary search — and returns scores whose argmax is that
     token, so greedy decoding yields an exact sample at temperature 1. `torch.multinomial`, which
     `generate(do_sample=True)` uses, draws one exponential variate per vocabulary entry: on this
-    project's CPU a translation generation step of 256 samples took 306–331 ms that way and
-    165–168 ms this way (`benchmarks/sampler_cost.py`)."""
+    project's CPU a translation generation step of 256 samples took 374–387 ms that way and
+    196–222 ms this way (`python benchmarks/sampler_cost.py --task translation`, BENCHMARKS.md)."""
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         cdf = torch.softmax(scores.float(), dim=-1).cumsum(-1)
