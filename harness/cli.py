@@ -180,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
     seeds = tuple(int(s) for s in _names(args.seeds) or ["1"])
     bench.main(args.task, overrides, data_dir, args.peak_tflops, args.repeats, Path(args.json) if args.json else None,
-               seeds, args.preset)
+               seeds, args.preset, tuple(_names(args.systems) or ()))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -352,6 +352,10 @@ def parser() -> argparse.ArgumentParser:
                        help="the harness's autocast (default: bf16 on a GPU, fp32 on a CPU)")
     bench.add_argument("--seeds", action="append",
                        help="seeds, comma-separated or repeated (default 1): quality as mean and SD over them")
+    bench.add_argument("--systems", action="append",
+                       help="only these systems, comma-separated: harness, trainer, trainer_grouped, "
+                            "trainer_grouped_bf16 (default: all; e.g. --systems harness --precision bf16 "
+                            "to measure the harness's bf16 against Trainer figures already taken)")
     bench.add_argument("--data-dir", help="local data folder (default $HARNESS_DATA_DIR; unset: the Hub)")
     bench.add_argument("--peak-tflops", type=float,
                        help="the device's peak, for the fraction of it reached (default 989: H100 bf16 dense)")

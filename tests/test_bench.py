@@ -63,6 +63,22 @@ def test_bench_compares_trainer_and_harness_offline(task, model, tmp_path, data_
     assert len(result["floor"]["work"]) == (2 if task == "summarization" else 1)  # seq2seq: encoder and decoder
 
 
+def test_systems_keeps_only_the_named_ones(tmp_path, data_dir, capsys, no_network):
+    """`--systems harness` measures the harness alone (no Trainer row, no ratio); an unknown name is refused."""
+    out = tmp_path / "bench.json"
+    main(["bench", "--task", "ner", "--model", "tiny-bert", "--max-train", "16", "--max-eval", "8", "--epochs", "1",
+          "--batch-size", "16", "--data-dir", str(data_dir), "--json", str(out), "--systems", "harness",
+          "--precision", "bf16"])
+    printed = capsys.readouterr().out
+    assert "harness" in printed and "Trainer" not in printed
+    result = json.loads(out.read_text())
+    assert list(result["systems"]) == ["harness"] and result["trainer_configs"] == []
+    assert result["ratio_harness_to"] == {} and result["best_trainer"] is None
+    assert result["settings"]["precision"] == "bf16" and result["command"].endswith("--systems harness")
+    with pytest.raises(SystemExit, match="unknown system.*harnes.*trainer_grouped"):
+        main(["bench", "--task", "ner", "--model", "tiny-bert", "--data-dir", str(data_dir), "--systems", "harnes"])
+
+
 def test_the_grouped_trainer_batches_by_length(tmp_path, data_dir):
     """The 'group_by_length' configuration really reaches the Trainer's sampler: its batches pad less."""
     from transformers import Trainer, TrainingArguments

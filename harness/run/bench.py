@@ -165,10 +165,13 @@ def median_figures(measurements: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: tuple[int, ...] = (1,),
-          peak_tflops: float = H100_BF16_DENSE_TFLOPS, repeats: int = 1, preset: str = "default") -> dict[str, Any]:
+          peak_tflops: float = H100_BF16_DENSE_TFLOPS, repeats: int = 1, preset: str = "default",
+          systems: tuple[str, ...] = ()) -> dict[str, Any]:
     """Runs the harness and each Trainer configuration on the same slice for every seed, at the
     `preset`'s settings for the task (then `overrides`); returns their figures (means over seeds of
-    the per-seed medians), the floor and the ratios."""
+    the per-seed medians), the floor and the ratios. `systems` keeps only the named ones ("harness"
+    and `trainer_configs` names; empty: all), e.g. to measure a second harness setting against
+    Trainer figures already taken."""
     if package_version("accelerate") is None:  # the Trainer needs it; fail before minutes of harness training
         raise ConfigError("harness bench compares against the Hugging Face Trainer, which needs accelerate: "
                           "pip install -e '.[bench]' (scripts/setup.sh installs it)")
@@ -178,31 +181,38 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
     cfgs = [RunConfig(task=task.name, reward="ce", seed=seed, settings=settings, data=source.describe(task))
             for seed in seeds]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    trainers = trainer_configs(device)
+    known = ["harness", *(t.name for t in trainers)]
+    unknown = sorted(set(systems) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown system(s) {', '.join(unknown)} for bench on {device.type}; "
+                          f"choose from {', '.join(known)}")
+    trainers = [t for t in trainers if not systems or t.name in systems]
     model_name = settings.model or task.default_model
     setup = prepare(cfgs[0], None, source, device)
     floor = training_floor(setup)
     train_rows, test_rows = len(setup.tables["train"]), len(setup.tables["test"])
     del setup
-    trainers = trainer_configs(device)
     systems_run: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
         "harness": lambda cfg: run_harness(cfg, source, device),
         **{t.name: (lambda cfg, t=t: run_trainer(cfg, source, device, t)) for t in trainers}}
-    names = list(systems_run)
+    names = [name for name in systems_run if not systems or name in systems]
     measurements: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in names}
     for cfg in cfgs:
         for repeat in range(repeats):
             for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotated order
                 measurements[name].setdefault(cfg.seed, []).append(systems_run[name](cfg))
                 _release(device)
-    systems = {name: over_seeds([median_figures(runs) for runs in by_seed.values()])
+    figures = {name: over_seeds([median_figures(runs) for runs in by_seed.values()])
                for name, by_seed in measurements.items()}
-    for figures in systems.values():
-        epochs = figures["train_samples"] / train_rows
-        figures["train_samples_per_second"] = figures["train_samples"] / figures["train_seconds"]
-        figures["flops_per_second"] = floor.flops_per_epoch * epochs / figures["train_seconds"]
-        figures["fraction_of_peak"] = figures["flops_per_second"] / (peak_tflops * 1e12)
-    ratios = {t.name: ratios_to(systems["harness"], systems[t.name]) for t in trainers}
-    best = max((t.name for t in trainers), key=lambda n: systems[n]["train_samples_per_second"])
+    for system in figures.values():
+        epochs = system["train_samples"] / train_rows
+        system["train_samples_per_second"] = system["train_samples"] / system["train_seconds"]
+        system["flops_per_second"] = floor.flops_per_epoch * epochs / system["train_seconds"]
+        system["fraction_of_peak"] = system["flops_per_second"] / (peak_tflops * 1e12)
+    ratios = ({t.name: ratios_to(figures["harness"], figures[t.name]) for t in trainers}
+              if "harness" in figures else {})
+    best = max((t.name for t in trainers), key=lambda n: figures[n]["train_samples_per_second"], default=None)
     env = environment()
     device_name = env["device"] if device.type == "cuda" else f"{_cpu_name()} ({os.cpu_count()} logical CPUs)"
     return {"task": task.name, "preset": preset, "model": model_name, "device": device.type, "device_name": device_name,
@@ -213,8 +223,8 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
             "floor": {**dataclasses.asdict(floor), "tokens": floor.tokens, "flops_per_epoch": floor.flops_per_epoch,
                       "peak_tflops": peak_tflops,
                       "seconds_per_epoch_at_peak": floor.flops_per_epoch / (peak_tflops * 1e12)},
-            "repeats": repeats, "systems": systems, "ratio_harness_to": ratios,
-            "ratio_harness_to_trainer": ratios["trainer"], "ratio_harness_to_best_trainer": ratios[best],
+            "repeats": repeats, "systems": figures, "ratio_harness_to": ratios,
+            "ratio_harness_to_trainer": ratios.get("trainer"), "ratio_harness_to_best_trainer": ratios.get(best),
             "measurements": measurements,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": {k: env[k] for k in ("harness", "git_commit", "python", "torch", "transformers", "datasets")}
@@ -273,10 +283,12 @@ def table(result: dict[str, Any]) -> str:
 
     labels = {t["name"]: f"Trainer ({t['sampling']}{', bf16' if t['bf16'] else ''})" for t in result["trainer_configs"]}
     rows = [[label, *cells(result["systems"][name])] for name, label in labels.items()]
-    rows.append(["harness", *cells(result["systems"]["harness"])])
+    if "harness" in result["systems"]:
+        rows.append(["harness", *cells(result["systems"]["harness"])])
     ratio_rows = [[f"harness ÷ {label}{' (best)' if name == result['best_trainer'] else ''}",
                    r["train_samples_per_second"], r["wall_speedup"], r["quality_gap"], r["seed_sd"]]
-                  for name, label in labels.items() for r in [result["ratio_harness_to"][name]]]
+                  for name, label in labels.items() if name in result["ratio_harness_to"]
+                  for r in [result["ratio_harness_to"][name]]]
     floor = result["floor"]
     head_lines = (f"{result['task']} · {result['model']} · {result['train_rows']} training rows × "
                   f"{result['settings']['epochs']} epoch(s), batch {result['settings']['batch_size']}, "
@@ -293,7 +305,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def command_line(task: str, overrides: dict[str, Any], data_dir: Path | None, peak_tflops: float,
-                 repeats: int, seeds: tuple[int, ...], preset: str = "default") -> str:
+                 repeats: int, seeds: tuple[int, ...], preset: str = "default", systems: tuple[str, ...] = ()) -> str:
     """The command that reproduces a result, with every setting spelled out."""
     words = ["python", "-m", "harness", "bench", "--task", task, "--preset", preset]
     for key, value in overrides.items():
@@ -301,16 +313,18 @@ def command_line(task: str, overrides: dict[str, Any], data_dir: Path | None, pe
     if data_dir is not None:
         words += ["--data-dir", str(data_dir)]
     return shlex.join(words + ["--peak-tflops", f"{peak_tflops:g}", "--repeats", str(repeats),
-                               "--seeds", ",".join(map(str, seeds))])
+                               "--seeds", ",".join(map(str, seeds))]
+                      + (["--systems", ",".join(systems)] if systems else []))
 
 
 def main(task: str, overrides: dict[str, Any], data_dir: Path | None, peak_tflops: float | None, repeats: int,
-         json_path: Path | None, seeds: tuple[int, ...] = (1,), preset: str = "default") -> dict[str, Any]:
+         json_path: Path | None, seeds: tuple[int, ...] = (1,), preset: str = "default",
+         systems: tuple[str, ...] = ()) -> dict[str, Any]:
     """The `bench` command: runs, prints the table, optionally writes the figures as JSON."""
     peak_tflops = peak_tflops or H100_BF16_DENSE_TFLOPS
-    result = {"command": command_line(task, overrides, data_dir, peak_tflops, repeats, seeds, preset),
+    result = {"command": command_line(task, overrides, data_dir, peak_tflops, repeats, seeds, preset, systems),
               **bench(task, overrides, DataSource(data_dir=data_dir), seeds=seeds, peak_tflops=peak_tflops,
-                      repeats=repeats, preset=preset)}
+                      repeats=repeats, preset=preset, systems=systems)}
     print(table(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1))
