@@ -6,9 +6,12 @@ import functools
 import logging
 import re
 import shlex
+import signal
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from harness.config import ConfigError, list_presets, load_grid, preset_path
 from harness.store import default_store
@@ -404,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         log.addHandler(_StderrHandler())
         log.setLevel(logging.INFO)
         log.propagate = False  # once, whatever handlers the root logger has
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, _stop_like_ctrl_c) if main_thread else None
     try:
         args.func(args)
     except KeyboardInterrupt as err:  # a grid's says how far it got (harness.grid.scheduler.Interrupted)
@@ -413,6 +418,15 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(err, _user_errors()):  # each names the file, line or key: no traceback
             sys.exit(f"error: {err}")
         raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_like_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM (`kill`, a scheduler ending a job) stops a command as Ctrl-C does: the run in progress
+    is not stored, the grid's session summary is (marked interrupted), and the exit status is 130."""
+    raise KeyboardInterrupt
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
 
 import pytest
 
@@ -156,6 +158,31 @@ def test_ctrl_c_says_how_far_and_exits_130(tmp_path, data_dir, temporary_reward,
     err = capsys.readouterr().err
     assert code == 130 and "1/2 done; rerun the same command to resume" in err and "Traceback" not in err
     assert [r.reward for r in Store(tmp_path / "s").records()] == ["ce"]
+    [session] = Store(tmp_path / "s").sessions()  # before: an interrupted sitting left no summary
+    assert session["interrupted"] is True and session["statuses"] == {"completed": 1} and session["runs"] == 2
+    assert session["wall_seconds"] > 0
+
+
+class _Sigterm(CrossEntropy):
+    """`kill` (SIGTERM) of the harness on the first step."""
+
+    def loss(self, logits, batch, ctx):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not stop the run")
+
+
+def test_sigterm_stops_a_grid_as_ctrl_c_does(tmp_path, data_dir, temporary_reward, capsys):
+    """Before: SIGTERM killed the process outright, and the sitting left no session summary."""
+    temporary_reward("test_sigterm", _Sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    grid = write_grid(tmp_path / "g.yaml", ["sentiment"], rewards=["ce", "test_sigterm"], epochs=1, max_train=8,
+                      max_eval=8)
+    code, _ = _exit(_run(grid, data_dir, tmp_path / "s"))
+    assert code == 130 and "1/2 done" in capsys.readouterr().err
+    assert [r.reward for r in Store(tmp_path / "s").records()] == ["ce"]
+    assert [s["interrupted"] for s in Store(tmp_path / "s").sessions()] == [True]
+    assert signal.getsignal(signal.SIGTERM) is before  # restored after the command
 
 
 def test_unreachable_hub_switches_to_offline_instead_of_retrying(monkeypatch):

@@ -67,12 +67,13 @@ class Tally:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the grid after `done` of its `total` runs had finished (a KeyboardInterrupt
-    still, so whatever catches that catches it)."""
+    """Ctrl-C (or SIGTERM, which `harness run` turns into Ctrl-C) stopped the grid after `done` of its
+    `total` runs had finished, `tally` saying how they ended (a KeyboardInterrupt still, so whatever
+    catches that catches it)."""
 
-    def __init__(self, done: int, total: int) -> None:
+    def __init__(self, done: int, total: int, tally: Tally | None = None) -> None:
         super().__init__(f"{done}/{total} done; rerun the same command to resume")
-        self.done, self.total = done, total
+        self.done, self.total, self.tally = done, total, tally
 
 
 class Backend(Protocol):
@@ -178,7 +179,7 @@ def schedule(runs: Sequence[tuple[str, RunConfig]], backend: Backend, store: Sto
                 elif pending:
                     raise RuntimeError(f"no run can start: {[label for _, (label, _) in pending]} wait on each other")
     except KeyboardInterrupt:
-        raise Interrupted(sum(tally.statuses.values()), len(runs)) from None
+        raise Interrupted(sum(tally.statuses.values()), len(runs), tally) from None
     finally:
         progress.close()
     return tally
@@ -301,18 +302,24 @@ def run_session(plan: Plan, store: Store, source: DataSource, command: str, exec
     watch = GridProgress(len(runs), {i: estimate(cell.config.task, cell.strategy, times).seconds / (jobs or 1)
                                      for i, cell in enumerate(plan.todo)},
                          bars=progress and sys.stderr.isatty())
+    monitor = DeviceMonitor()
+
+    def summary(tally: Tally, interrupted: bool) -> dict[str, Any]:
+        return {"started": started, "command": command, "grid": plan.grid.name, "executor": executor,
+                "jobs": jobs, "runs": len(runs), "interrupted": interrupted, "statuses": dict(tally.statuses),
+                "failures": [{"cell": label, "error": error} for label, error in tally.failures],
+                "includes": list(includes), "load_average_at_start": load_average,
+                "hashes": [cfg.run_hash() for _, cfg in runs], "config": config,
+                "environment": environment(), **monitor.summary()}
+
     try:
-        with DeviceMonitor() as monitor:
+        with monitor:
             tally = run_grid(runs, store, source, jobs=jobs or 1, progress=progress, initializer=initializer,
                              executor=executor, address=address, gpus_per_run=gpus_per_run, device=device,
                              rerun=rerun, watch=watch, on_record=on_record)
-    except Interrupted as stopped:
+    except Interrupted as stopped:  # the sitting's summary is kept: wall time, load, how far it got
+        store.save_session(summary(stopped.tally or Tally(len(runs)), interrupted=True))
         raise Interrupted(stopped.done + len(plan.done), len(plan.cells)) from None
-    session = {"started": started, "command": command, "grid": plan.grid.name, "executor": executor,
-               "jobs": jobs, "runs": len(runs), "statuses": dict(tally.statuses),
-               "failures": [{"cell": label, "error": error} for label, error in tally.failures],
-               "includes": list(includes), "load_average_at_start": load_average,
-               "hashes": [cfg.run_hash() for _, cfg in runs], "config": config,
-               "environment": environment(), **monitor.summary()}
+    session = summary(tally, interrupted=False)
     store.save_session(session)
     return session
