@@ -71,7 +71,7 @@ class Interrupted(KeyboardInterrupt):
     `total` runs had finished, `tally` saying how they ended (a KeyboardInterrupt still, so whatever
     catches that catches it)."""
 
-    def __init__(self, done: int, total: int, tally: Tally | None = None) -> None:
+    def __init__(self, done: int, total: int, tally: Tally) -> None:
         super().__init__(f"{done}/{total} done; rerun the same command to resume")
         self.done, self.total, self.tally = done, total, tally
 
@@ -318,8 +318,8 @@ def run_session(plan: Plan, store: Store, source: DataSource, command: str, exec
                              executor=executor, address=address, gpus_per_run=gpus_per_run, device=device,
                              rerun=rerun, watch=watch, on_record=on_record)
     except Interrupted as stopped:  # the sitting's summary is kept: wall time, load, how far it got
-        store.save_session(summary(stopped.tally or Tally(len(runs)), interrupted=True))
-        raise Interrupted(stopped.done + len(plan.done), len(plan.cells)) from None
+        store.save_session(summary(stopped.tally, interrupted=True))
+        raise Interrupted(stopped.done + len(plan.done), len(plan.cells), stopped.tally) from None
     session = summary(tally, interrupted=False)
     store.save_session(session)
     return session
