@@ -364,7 +364,9 @@ def parser() -> argparse.ArgumentParser:
                        help="the device's peak, for the fraction of it reached (default 989: H100 bf16 dense)")
     bench.add_argument("--repeats", type=int, default=1,
                        help="measure the pair N times in alternating order and report medians (default 1)")
-    bench.add_argument("--json", help="also write the figures, command, date, device and versions here")
+    bench.add_argument("--json", help="also write the figures, command, date, device and versions here, once "
+                                      "every measurement is in; finished ones are kept in FILE.partial.jsonl "
+                                      "meanwhile, so a stopped bench rerun with the same settings resumes")
     _include_option(bench)
     bench.set_defaults(func=cmd_bench)
 

@@ -79,6 +79,58 @@ def test_systems_keeps_only_the_named_ones(tmp_path, data_dir, capsys, no_networ
         main(["bench", "--task", "ner", "--model", "tiny-bert", "--data-dir", str(data_dir), "--systems", "harnes"])
 
 
+def test_a_stopped_bench_resumes_from_its_journal(tmp_path, data_dir, capsys, monkeypatch, no_network):
+    """Each finished measurement is on disk at once; a bench stopped part-way writes no JSON; a rerun
+    with other settings is refused naming the line; the rerun with the same settings measures only
+    what is missing; the journal goes once every measurement in it is used, and not before."""
+    from harness.run import bench as bench_module
+
+    calls: list[tuple[str, int]] = []
+    stop_at = [3]
+
+    def measure(system: str, cfg) -> dict:
+        if len(calls) == stop_at[0]:
+            raise KeyboardInterrupt
+        calls.append((system, cfg.seed))
+        n = len(calls)
+        return {"train_samples": 16, "train_seconds": float(n), "wall_seconds": n + 1.0,
+                "peak_gpu_memory_bytes": None, "test_metric": 50.0 + n, "load_average": 0.5}
+
+    monkeypatch.setattr(bench_module, "run_harness", lambda cfg, source, device: measure("harness", cfg))
+    monkeypatch.setattr(bench_module, "run_trainer", lambda cfg, source, device, config: measure(config.name, cfg))
+    out, journal = tmp_path / "bench.json", tmp_path / "bench.json.partial.jsonl"
+
+    def bench(*extra: str, max_train: str = "16") -> None:
+        main(["bench", "--task", "ner", "--model", "tiny-bert", "--max-train", max_train, "--max-eval", "8",
+              "--epochs", "1", "--batch-size", "16", "--data-dir", str(data_dir), "--json", str(out),
+              "--systems", "harness,trainer", *extra])
+
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        bench("--seeds", "1,2")  # harness 1, trainer 1, harness 2, then stopped
+    assert not out.exists() and calls == [("harness", 1), ("trainer", 1), ("harness", 2)]
+    journaled = [json.loads(line)["system"] for line in journal.read_text().splitlines()]
+    assert journaled == ["harness", "trainer", "harness"]
+    with journal.open("a") as f:
+        f.write('{"system": "trainer", "se')  # killed mid-write
+    with pytest.raises(SystemExit, match=r"partial.jsonl, line 1: measured with another settings.max_train"):
+        bench("--seeds", "1,2", max_train="32")
+
+    stop_at[0] = None
+    bench("--seeds", "1")  # both of seed 1 are in the journal: nothing runs, the journal stays for seed 2
+    assert len(calls) == 3 and "bench.json.partial.jsonl kept: it holds 1 measurement(s)" in capsys.readouterr().out
+    assert json.loads(out.read_text())["systems"]["harness"]["test_metric_per_seed"] == [51.0]
+    assert len(journal.read_text().splitlines()) == 3  # the cut line was dropped
+
+    bench("--seeds", "1,2")
+    assert calls[3:] == [("trainer", 2)] and not journal.exists()
+    result = json.loads(out.read_text())
+    assert result["systems"]["harness"]["test_metric_per_seed"] == [51.0, 53.0]
+    assert result["systems"]["trainer"]["test_metric_per_seed"] == [52.0, 54.0]
+    assert [(p["system"], p["seed"]) for p in result["provenance"]] == [
+        ("harness", 1), ("trainer", 1), ("harness", 2), ("trainer", 2)]
+    assert all(p["date"] and "git_commit" in p for p in result["provenance"])
+
+
 def test_the_grouped_trainer_batches_by_length(tmp_path, data_dir):
     """The 'group_by_length' configuration really reaches the Trainer's sampler: its batches pad less."""
     from transformers import Trainer, TrainingArguments

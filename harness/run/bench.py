@@ -24,6 +24,13 @@ mean and the spread over seeds. With `--repeats N` the systems run N times per s
 order and every figure is the median over the repeats (all are kept in the JSON): on a shared
 machine the load of other processes changes between measurements, so each records the load average.
 
+A comparison on the `cpu` preset's summarisation rows takes hours, longer than a session lives. With
+`--json FILE`, each finished measurement is appended at once to `FILE.partial.jsonl` with what it
+was measured under (task, settings, model, data checksums, device, threads, library versions) and
+the commit and time it ran at; a rerun with the same settings takes those measurements from there
+and runs only the rest. FILE is written (atomically) only when every measurement is in, and the
+journal is then removed, so a stopped bench never leaves a result that looks complete.
+
 The floor: FLOPs per epoch by the standard estimate 6 · N · T (2 per weight and token forward, 4
 backward), N the parameters that multiply every token (linear layers, a tied output projection
 included; embedding look-ups are free), T the non-padding tokens of the training slice. An
@@ -158,6 +165,61 @@ def run_harness(cfg: RunConfig, source: DataSource, device: torch.device) -> dic
             "test_metric": record.score, "load_average": load}
 
 
+def journal_path(json_path: Path) -> Path:
+    """Where a bench writing `json_path` keeps the measurements it has finished."""
+    return json_path.with_name(json_path.name + ".partial.jsonl")
+
+
+def read_journal(path: Path | None, identity: dict[str, Any]) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """The measurements `path` holds, by (system, seed, repeat). A line measured under another
+    identity is an error naming it (mixing them would compare unlike things); a last line cut short
+    by a kill mid-write is dropped, as that measurement never finished."""
+    if path is None or not path.exists():
+        return {}
+    text = path.read_text()
+    lines = text.splitlines()
+    done: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not text.endswith("\n"):  # cut short by a kill mid-write
+                lines.pop()
+                break
+            raise ConfigError(f"{path}, line {number}: not a JSON measurement; delete that line (it is measured "
+                              "again) or the file (everything is)") from None
+        if entry["identity"] != identity:
+            changed = ", ".join(_differences(entry["identity"], identity))
+            raise ConfigError(f"{path}, line {number}: measured with another {changed} than this bench's; rerun "
+                              f"with what it records, or delete {path} to measure from scratch")
+        done[(entry["system"], entry["seed"], entry["repeat"])] = entry["figures"]
+    if text and not text.endswith("\n"):  # so the next measurement starts a line of its own
+        path.write_text("".join(line + "\n" for line in lines))
+    return done
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the fields where two nested records differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [name for key in sorted(a.keys() | b.keys())
+                for name in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def append_journal(path: Path, identity: dict[str, Any], key: tuple[str, int, int], figures: dict[str, Any]) -> None:
+    """One finished measurement, on disk before the next starts."""
+    system, seed, repeat = key
+    entry = {"system": system, "seed": seed, "repeat": repeat, "figures": figures, "identity": identity,
+             "git_commit": environment()["git_commit"],
+             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    with path.open("a") as journal:
+        journal.write(json.dumps(entry) + "\n")
+        journal.flush()
+        os.fsync(journal.fileno())
+
+
 def median_figures(measurements: list[dict[str, Any]]) -> dict[str, Any]:
     """Each figure's median over repeated measurements (None where it is None, e.g. GPU memory on CPU)."""
     return {key: None if measurements[0][key] is None else statistics.median(m[key] for m in measurements)
@@ -166,12 +228,12 @@ def median_figures(measurements: list[dict[str, Any]]) -> dict[str, Any]:
 
 def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: tuple[int, ...] = (1,),
           peak_tflops: float = H100_BF16_DENSE_TFLOPS, repeats: int = 1, preset: str = "default",
-          systems: tuple[str, ...] = ()) -> dict[str, Any]:
+          systems: tuple[str, ...] = (), journal: Path | None = None) -> dict[str, Any]:
     """Runs the harness and each Trainer configuration on the same slice for every seed, at the
     `preset`'s settings for the task (then `overrides`); returns their figures (means over seeds of
     the per-seed medians), the floor and the ratios. `systems` keeps only the named ones ("harness"
     and `trainer_configs` names; empty: all), e.g. to measure a second harness setting against
-    Trainer figures already taken."""
+    Trainer figures already taken. `journal`: where finished measurements are kept and resumed from."""
     if package_version("accelerate") is None:  # the Trainer needs it; fail before minutes of harness training
         raise ConfigError("harness bench compares against the Hugging Face Trainer, which needs accelerate: "
                           "pip install -e '.[bench]' (scripts/setup.sh installs it)")
@@ -197,12 +259,26 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
         "harness": lambda cfg: run_harness(cfg, source, device),
         **{t.name: (lambda cfg, t=t: run_trainer(cfg, source, device, t)) for t in trainers}}
     names = [name for name in systems_run if not systems or name in systems]
+    env = environment()
+    device_name = env["device"] if device.type == "cuda" else f"{_cpu_name()} ({os.cpu_count()} logical CPUs)"
+    identity = json.loads(json.dumps(
+        {"task": task.name, "preset": preset, "model": model_name, "settings": dataclasses.asdict(settings),
+         "data": cfgs[0].data, "device_name": device_name, "threads": torch.get_num_threads(),
+         **{k: env[k] for k in ("torch", "transformers")}, "accelerate": package_version("accelerate")}))
+    done = read_journal(journal, identity)
+    if done:
+        print(f"bench: {len(done)} measurement(s) taken from {journal}; the others run now")
     measurements: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in names}
     for cfg in cfgs:
         for repeat in range(repeats):
             for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotated order
-                measurements[name].setdefault(cfg.seed, []).append(systems_run[name](cfg))
-                _release(device)
+                key = (name, cfg.seed, repeat)
+                if key not in done:
+                    done[key] = systems_run[name](cfg)
+                    _release(device)
+                    if journal is not None:
+                        append_journal(journal, identity, key, done[key])
+                measurements[name].setdefault(cfg.seed, []).append(done[key])
     figures = {name: over_seeds([median_figures(runs) for runs in by_seed.values()])
                for name, by_seed in measurements.items()}
     for system in figures.values():
@@ -213,8 +289,6 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
     ratios = ({t.name: ratios_to(figures["harness"], figures[t.name]) for t in trainers}
               if "harness" in figures else {})
     best = max((t.name for t in trainers), key=lambda n: figures[n]["train_samples_per_second"], default=None)
-    env = environment()
-    device_name = env["device"] if device.type == "cuda" else f"{_cpu_name()} ({os.cpu_count()} logical CPUs)"
     return {"task": task.name, "preset": preset, "model": model_name, "device": device.type, "device_name": device_name,
             "seeds": list(seeds), "settings": dataclasses.asdict(settings), "train_rows": train_rows,
             "test_rows": test_rows, "main_metric": task.main_metric,
@@ -322,10 +396,31 @@ def main(task: str, overrides: dict[str, Any], data_dir: Path | None, peak_tflop
          systems: tuple[str, ...] = ()) -> dict[str, Any]:
     """The `bench` command: runs, prints the table, optionally writes the figures as JSON."""
     peak_tflops = peak_tflops or H100_BF16_DENSE_TFLOPS
+    journal = journal_path(json_path) if json_path is not None else None
     result = {"command": command_line(task, overrides, data_dir, peak_tflops, repeats, seeds, preset, systems),
               **bench(task, overrides, DataSource(data_dir=data_dir), seeds=seeds, peak_tflops=peak_tflops,
-                      repeats=repeats, preset=preset, systems=systems)}
+                      repeats=repeats, preset=preset, systems=systems, journal=journal)}
     print(table(result))
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=1))
+    if json_path is not None and journal is not None:
+        finish(result, json_path, journal)
     return result
+
+
+def finish(result: dict[str, Any], json_path: Path, journal: Path) -> None:
+    """Writes the result atomically with when and at which commit each measurement ran (from the
+    journal), then removes the journal, unless it holds measurements this bench did not use (other
+    seeds or repeats), which stay for the bench that will."""
+    used = {(name, int(seed), repeat) for name, by_seed in result["measurements"].items()
+            for seed, runs in by_seed.items() for repeat in range(len(runs))}
+    lines = journal.read_text().splitlines() if journal.exists() else []
+    entries = [json.loads(line) for line in lines if line.strip()]
+    result["provenance"] = [{k: e[k] for k in ("system", "seed", "repeat", "git_commit", "date")}
+                            for e in entries if (e["system"], e["seed"], e["repeat"]) in used]
+    partial = json_path.with_name(json_path.name + ".tmp")
+    partial.write_text(json.dumps(result, indent=1))
+    partial.replace(json_path)
+    unused = len(entries) - len(result["provenance"])
+    if unused:
+        print(f"bench: {journal} kept: it holds {unused} measurement(s) this bench did not use")
+    else:
+        journal.unlink(missing_ok=True)
