@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from harness.cli import main
-from harness.grid.progress import GridProgress, duration
+from harness.grid.progress import GridProgress, duration, estimate
 from tests.helpers import write_grid
 
 
@@ -45,3 +47,31 @@ def test_log_lines_for_runs_started_at_once(capsys):
 
 def test_durations():
     assert [duration(s) for s in (0, 42, 185, 3725)] == ["0 s", "42 s", "3 min 05 s", "1 h 02 min"]
+
+
+def test_the_eta_scales_the_estimates_left_by_how_the_finished_runs_went(monkeypatch):
+    """Two cheap runs left after a dear one: the ETA follows their estimates, not the mean so far,
+    corrected by the finished run's actual time against its estimate."""
+    clock = [1000.0]
+    monkeypatch.setattr("harness.grid.progress.time.time", lambda: clock[0])
+    progress = GridProgress(3, {0: 400.0, 1: 50.0, 2: 50.0}, bars=False, started_at=1000.0)
+    clock[0] += 200.0  # the 400 s run took 200 s: this machine is twice as fast as the store's
+    progress.finished(0, "[1/3] summarization ce seed 1 (abc): test rouge1 20.0 (200 s)", "completed")
+    assert progress.eta() == 50.0  # (50 + 50) x 200 / 400; the mean so far would say 400
+    without = GridProgress(3, {0: 400.0}, bars=False, started_at=1000.0)  # estimates missing for runs left
+    without.finished(0, "done", "completed")
+    assert without.eta() == 400.0  # 200 s per finished run x 2 left
+
+
+def test_an_unseen_cell_is_guessed_from_its_runs_on_other_tasks():
+    """A strategy never run on this task is guessed from its cost relative to ce elsewhere, not
+    from this task's other strategies (a run from ce's checkpoint costs a fraction of ce's)."""
+    times = {("translation", "ce"): [240.0], ("translation", "ce_continued"): [48.0],
+             ("ner", "ce"): [70.0], ("ner", "ce_continued"): [35.0],
+             ("summarization", "ce"): [430.0], ("summarization", "focal"): [410.0]}
+    guess = estimate("summarization", "ce_continued", times)
+    assert not guess.measured and "other tasks" in guess.basis
+    assert guess.seconds == pytest.approx(430.0 * (48 / 240 + 35 / 70) / 2)
+    assert estimate("summarization", "rlhf", times).seconds == 420.0  # no run anywhere: the task's mean
+    assert estimate("summarization", "focal", times).measured
+

@@ -2,8 +2,11 @@
 
 Estimates come from the store: a cell's expected time is the mean `timing.total_seconds` of the
 stored completed runs of the same task and strategy (cell name, so each sweep value has its own);
-without one it is a guess, marked as such: the mean of the task's other strategies, else
-`GUESS_SECONDS`.
+without one it is a guess, marked as such: the cell's time on other tasks scaled by `ce`'s time
+here against there (a run from `ce`'s checkpoint is cheap and a sampling one dear on every task),
+else the mean of the task's other strategies, else `GUESS_SECONDS`. While the grid runs, the ETA
+is the estimates of the runs left, scaled by how long the finished runs took against theirs, so a
+slower machine or a cheap stretch of the grid (the runs started from `ce`) moves it the right way.
 
 Progress: on a terminal (`sys.stderr.isatty()`) tqdm bars: one grid line (done/total, failed,
 elapsed, ETA) above the current run's own bar (task/strategy seed epoch, from the recipe) or, with
@@ -62,11 +65,23 @@ def measured_times(records: Iterable[RunRecord]) -> dict[tuple[str, str], list[f
     return times
 
 
+def scaled_from_other_tasks(task: str, cell: str, times: dict[tuple[str, str], list[float]]) -> float | None:
+    """`ce`'s mean time on `task` times the cell's mean ratio to `ce` on the other tasks where both
+    ran; None without such a task."""
+    here = times.get((task, "ce"))
+    ratios = [statistics.mean(values) / statistics.mean(times[(other, "ce")])
+              for (other, name), values in times.items() if name == cell and other != task and times.get((other, "ce"))]
+    return statistics.mean(here) * statistics.mean(ratios) if here and ratios else None
+
+
 def estimate(task: str, cell: str, times: dict[tuple[str, str], list[float]]) -> Estimate:
     """The expected seconds of one cell from the measured runs (`measured_times`)."""
     own = times.get((task, cell))
     if own:
         return Estimate(statistics.mean(own), True, f"mean of {len(own)} stored run{'s' * (len(own) > 1)}")
+    scaled = scaled_from_other_tasks(task, cell, times)
+    if scaled is not None:
+        return Estimate(scaled, False, "guess: its runs on other tasks, scaled by ce's time here")
     others = [s for (t, _), values in times.items() if t == task for s in values]
     if others:
         return Estimate(statistics.mean(others), False, f"guess: mean of {task}'s other strategies")
@@ -107,6 +122,7 @@ class GridProgress:
     bars: bool = field(default_factory=lambda: sys.stderr.isatty())
     failed: int = 0
     done: int = 0
+    done_estimated: float = 0.0  # the estimates of the finished runs, summed
     started_at: float = field(default_factory=time.time)
     _grid: Any = None
     _runs: dict[int, Any] = field(default_factory=dict)  # token -> its tqdm line
@@ -135,7 +151,7 @@ class GridProgress:
         """A run ended with `status` (completed, failed, refused; also one another grid ran)."""
         self.done += 1
         self.failed += status == "failed"
-        self.estimates.pop(token, None)
+        self.done_estimated += self.estimates.pop(token, 0.0)
         bar = self._runs.pop(token, None)
         if bar is not None:
             bar.close()
@@ -155,12 +171,16 @@ class GridProgress:
         self._logging.close()
 
     def eta(self) -> float:
-        """Seconds left: the elapsed time per finished run times the runs left, or before the first
-        finishes, the estimates of the runs left."""
+        """Seconds left: the estimates of the runs left, times the elapsed time over the finished
+        runs' estimates once one has finished; without estimates for every run left, the elapsed
+        time per finished run times the runs left."""
         left = self.total - self.done
-        if self.done:
-            return (time.time() - self.started_at) / self.done * left
-        return sum(self.estimates.values())
+        if not self.done:
+            return sum(self.estimates.values())
+        elapsed = time.time() - self.started_at
+        if self.done_estimated > 0 and len(self.estimates) == left:
+            return sum(self.estimates.values()) * elapsed / self.done_estimated
+        return elapsed / self.done * left
 
     def summary(self) -> str:
         elapsed = time.time() - self.started_at

@@ -208,11 +208,12 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def append_journal(path: Path, identity: dict[str, Any], key: tuple[str, int, int], figures: dict[str, Any]) -> None:
-    """One finished measurement, on disk before the next starts."""
+def append_journal(path: Path, identity: dict[str, Any], key: tuple[str, int, int], figures: dict[str, Any],
+                   commit: str | None) -> None:
+    """One finished measurement, on disk before the next starts; `commit`: the code's at the bench's start."""
     system, seed, repeat = key
     entry = {"system": system, "seed": seed, "repeat": repeat, "figures": figures, "identity": identity,
-             "git_commit": environment()["git_commit"],
+             "git_commit": commit,
              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     with path.open("a") as journal:
         journal.write(json.dumps(entry) + "\n")
@@ -277,7 +278,7 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
                     done[key] = systems_run[name](cfg)
                     _release(device)
                     if journal is not None:
-                        append_journal(journal, identity, key, done[key])
+                        append_journal(journal, identity, key, done[key], env["git_commit"])
                 measurements[name].setdefault(cfg.seed, []).append(done[key])
     figures = {name: over_seeds([median_figures(runs) for runs in by_seed.values()])
                for name, by_seed in measurements.items()}
