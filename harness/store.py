@@ -266,7 +266,7 @@ def round_floats(value: Any, digits: int) -> Any:
     return value
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     """Writes a temporary file named after this process (so `clean_orphans` knows whose it is),
     fsyncs it and renames it over `path`."""
     try:
@@ -470,7 +470,7 @@ class Store:
             data = gzip.compress(json.dumps(payload, separators=(",", ":"), default=str).encode(), mtime=0)
         else:
             data = json.dumps(payload, indent=1, sort_keys=False, default=str).encode()
-        _atomic_write(path, lambda fh: fh.write(data))
+        atomic_write(path, lambda fh: fh.write(data))
         return path
 
     def save_checkpoint(self, run_hash: str, state_dict: dict[str, torch.Tensor]) -> Path:
@@ -479,7 +479,7 @@ class Store:
         path = self.checkpoint_path(run_hash)
         # Tied weights share storage; safetensors wants each tensor once and contiguous.
         blob = save({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()})
-        _atomic_write(path, lambda fh: fh.write(blob))
+        atomic_write(path, lambda fh: fh.write(blob))
         return path
 
     def load_checkpoint(self, run_hash: str) -> dict[str, torch.Tensor] | None:
@@ -504,7 +504,7 @@ class Store:
         """Stores an evaluation of a run on other data (`harness evaluate`), beside, never inside, its record."""
         path = self.evaluation_path(record, data_id)
         data = json.dumps({"schema_version": SCHEMA_VERSION, **evaluation}, indent=1, default=str).encode()
-        _atomic_write(path, lambda fh: fh.write(data))
+        atomic_write(path, lambda fh: fh.write(data))
         return path
 
     def evaluations(self) -> list[dict[str, Any]]:
@@ -516,7 +516,7 @@ class Store:
         stamp = session["started"].replace(":", "").replace("-", "")
         path = self.root / "sessions" / f"{stamp}-{os.getpid()}.json"
         data = json.dumps({"schema_version": SCHEMA_VERSION, **session}, indent=1, default=str).encode()
-        _atomic_write(path, lambda fh: fh.write(data))
+        atomic_write(path, lambda fh: fh.write(data))
         return path
 
     def sessions(self) -> list[dict[str, Any]]:

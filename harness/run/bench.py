@@ -61,7 +61,7 @@ from harness.config import ConfigError, RunConfig, TrainSettings, load_grid, pre
 from harness.environment import cpu_has_bf16, environment, package_version
 from harness.run.data import DataSource
 from harness.run.recipe import Setup, adamw, prepare, run, test
-from harness.store import Store
+from harness.store import Store, atomic_write
 from tasks.base import get_task
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H100 SXM datasheet: bf16 Tensor Core, dense (no sparsity)
@@ -171,7 +171,7 @@ def journal_path(json_path: Path) -> Path:
 
 
 def read_journal(path: Path | None, identity: dict[str, Any]) -> dict[tuple[str, int, int], dict[str, Any]]:
-    """The measurements `path` holds, by (system, seed, repeat). A line measured under another
+    """The journal entries `path` holds, by (system, seed, repeat). A line measured under another
     identity is an error naming it (mixing them would compare unlike things); a last line cut short
     by a kill mid-write is dropped, as that measurement never finished."""
     if path is None or not path.exists():
@@ -194,7 +194,7 @@ def read_journal(path: Path | None, identity: dict[str, Any]) -> dict[tuple[str,
             changed = ", ".join(_differences(entry["identity"], identity))
             raise ConfigError(f"{path}, line {number}: measured with another {changed} than this bench's; rerun "
                               f"with what it records, or delete {path} to measure from scratch")
-        done[(entry["system"], entry["seed"], entry["repeat"])] = entry["figures"]
+        done[(entry["system"], entry["seed"], entry["repeat"])] = entry
     if text and not text.endswith("\n"):  # so the next measurement starts a line of its own
         path.write_text("".join(line + "\n" for line in lines))
     return done
@@ -208,13 +208,16 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def append_journal(path: Path, identity: dict[str, Any], key: tuple[str, int, int], figures: dict[str, Any],
-                   commit: str | None) -> None:
-    """One finished measurement, on disk before the next starts; `commit`: the code's at the bench's start."""
+def journal_entry(key: tuple[str, int, int], figures: dict[str, Any], identity: dict[str, Any],
+                  commit: str | None) -> dict[str, Any]:
+    """One finished measurement with what it was measured under; `commit`: the code's at the bench's start."""
     system, seed, repeat = key
-    entry = {"system": system, "seed": seed, "repeat": repeat, "figures": figures, "identity": identity,
-             "git_commit": commit,
-             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return {"system": system, "seed": seed, "repeat": repeat, "figures": figures, "identity": identity,
+            "git_commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def append_journal(path: Path, entry: dict[str, Any]) -> None:
+    """`entry` on disk before the next measurement starts."""
     with path.open("a") as journal:
         journal.write(json.dumps(entry) + "\n")
         journal.flush()
@@ -234,7 +237,8 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
     `preset`'s settings for the task (then `overrides`); returns their figures (means over seeds of
     the per-seed medians), the floor and the ratios. `systems` keeps only the named ones ("harness"
     and `trainer_configs` names; empty: all), e.g. to measure a second harness setting against
-    Trainer figures already taken. `journal`: where finished measurements are kept and resumed from."""
+    Trainer figures already taken. `journal`: where finished measurements are kept and resumed from;
+    `provenance` says when and at which commit each measurement used ran."""
     if package_version("accelerate") is None:  # the Trainer needs it; fail before minutes of harness training
         raise ConfigError("harness bench compares against the Hugging Face Trainer, which needs accelerate: "
                           "pip install -e '.[bench]' (scripts/setup.sh installs it)")
@@ -270,16 +274,18 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
     if done:
         print(f"bench: {len(done)} measurement(s) taken from {journal}; the others run now")
     measurements: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in names}
+    used: list[tuple[str, int, int]] = []
     for cfg in cfgs:
         for repeat in range(repeats):
             for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotated order
                 key = (name, cfg.seed, repeat)
                 if key not in done:
-                    done[key] = systems_run[name](cfg)
+                    done[key] = journal_entry(key, systems_run[name](cfg), identity, env["git_commit"])
                     _release(device)
                     if journal is not None:
-                        append_journal(journal, identity, key, done[key], env["git_commit"])
-                measurements[name].setdefault(cfg.seed, []).append(done[key])
+                        append_journal(journal, done[key])
+                used.append(key)
+                measurements[name].setdefault(cfg.seed, []).append(done[key]["figures"])
     figures = {name: over_seeds([median_figures(runs) for runs in by_seed.values()])
                for name, by_seed in measurements.items()}
     for system in figures.values():
@@ -301,6 +307,9 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
             "repeats": repeats, "systems": figures, "ratio_harness_to": ratios,
             "ratio_harness_to_trainer": ratios.get("trainer"), "ratio_harness_to_best_trainer": ratios.get(best),
             "measurements": measurements,
+            "provenance": [{k: done[key][k] for k in ("system", "seed", "repeat", "git_commit", "date")}
+                           for key in used],
+            "journal_unused": len(done) - len(used),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": {k: env[k] for k in ("harness", "git_commit", "python", "torch", "transformers", "datasets")}
                         | {"accelerate": package_version("accelerate"), "platform": platform.platform()}}
@@ -408,20 +417,10 @@ def main(task: str, overrides: dict[str, Any], data_dir: Path | None, peak_tflop
 
 
 def finish(result: dict[str, Any], json_path: Path, journal: Path) -> None:
-    """Writes the result atomically with when and at which commit each measurement ran (from the
-    journal), then removes the journal, unless it holds measurements this bench did not use (other
-    seeds or repeats), which stay for the bench that will."""
-    used = {(name, int(seed), repeat) for name, by_seed in result["measurements"].items()
-            for seed, runs in by_seed.items() for repeat in range(len(runs))}
-    lines = journal.read_text().splitlines() if journal.exists() else []
-    entries = [json.loads(line) for line in lines if line.strip()]
-    result["provenance"] = [{k: e[k] for k in ("system", "seed", "repeat", "git_commit", "date")}
-                            for e in entries if (e["system"], e["seed"], e["repeat"]) in used]
-    partial = json_path.with_name(json_path.name + ".tmp")
-    partial.write_text(json.dumps(result, indent=1))
-    partial.replace(json_path)
-    unused = len(entries) - len(result["provenance"])
-    if unused:
-        print(f"bench: {journal} kept: it holds {unused} measurement(s) this bench did not use")
+    """Writes the result atomically, then removes the journal, unless it holds measurements this
+    bench did not use (other seeds or repeats), which stay for the bench that will."""
+    atomic_write(json_path, lambda fh: fh.write(json.dumps(result, indent=1).encode()))
+    if result["journal_unused"]:
+        print(f"bench: {journal} kept: it holds {result['journal_unused']} measurement(s) this bench did not use")
     else:
         journal.unlink(missing_ok=True)
