@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from rewards.base import (LossOutput, RewardStrategy, Samples, StepContext, cross_entropy, entropy,
+from rewards.base import (BASELINE, LossOutput, RewardStrategy, Samples, StepContext, cross_entropy, entropy,
                           masked_mean, mean_over_mask, param, scored_log_probs)
 
 REWARD_HEAD_HIDDEN = 64
@@ -67,7 +67,7 @@ class SamplingStrategy(RewardStrategy):
 
     family = "sampling"
     needs_reference = True
-    init_from = "ce"
+    init_from = BASELINE
     policy_dropout = False
 
     alpha: float = param(0.5, "weight α of the cross-entropy mixed into the loss to stay fluent", min=0.0)

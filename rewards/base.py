@@ -139,6 +139,10 @@ class RewardStrategy:
 
 
 REWARDS: dict[str, type[RewardStrategy]] = {}
+# Plain cross-entropy: the baseline every strategy is compared with, and the checkpoint that
+# `init_from = BASELINE` strategies continue from. Here, not in the report, so that the grid's
+# planner and progress and the bench name it without importing the report's pandas.
+BASELINE = "ce"
 # CE continued from the `ce` checkpoint on the schedule of the strategies that start there.
 CONTINUED_CONTROL = "ce_continued"
 
@@ -155,7 +159,7 @@ def register_reward(name: str) -> Callable[[type[RewardStrategy]], type[RewardSt
         cls = dataclass(cls)
         cls.name = name
         if "compared_with" not in vars(cls):
-            from_ce = cls.init_from == "ce" and name != CONTINUED_CONTROL
+            from_ce = cls.init_from == BASELINE and name != CONTINUED_CONTROL
             cls.compared_with = CONTINUED_CONTROL if from_ce else None
         REWARDS[name] = cls
         return cls

@@ -1,7 +1,7 @@
 """The compute-matched control: cross-entropy trained on from the `ce` checkpoint."""
 from __future__ import annotations
 
-from rewards.base import CONTINUED_CONTROL, register_reward
+from rewards.base import BASELINE, CONTINUED_CONTROL, register_reward
 from rewards.ce import CrossEntropy
 
 
@@ -22,4 +22,4 @@ class CrossEntropyContinued(CrossEntropy):
     """
 
     family = "control"
-    init_from = "ce"
+    init_from = BASELINE

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from rewards.base import (LossOutput, RewardStrategy, StepContext, at_gold, masked_mean, param,
+from rewards.base import (BASELINE, LossOutput, RewardStrategy, StepContext, at_gold, masked_mean, param,
                           register_reward, scored_log_probs)
 
 
@@ -27,7 +27,7 @@ class KLReference(RewardStrategy):
     """
 
     needs_reference = True
-    init_from = "ce"
+    init_from = BASELINE
 
     beta: float = param(0.1, "weight β of KL(p ‖ p_ref) to the frozen ce checkpoint", min=0.0)
 

@@ -30,6 +30,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from harness.grid.plan import DONE, Plan
 from harness.overrides import cell_name
 from harness.store import RunRecord, Store
+from rewards.base import BASELINE
 
 GUESS_SECONDS = 60.0  # a cell's guessed time when the store has no run of its task
 MAX_RUN_LINES = 8  # running runs shown one per line (Ray may have many queued)
@@ -68,9 +69,10 @@ def measured_times(records: Iterable[RunRecord]) -> dict[tuple[str, str], list[f
 def scaled_from_other_tasks(task: str, cell: str, times: dict[tuple[str, str], list[float]]) -> float | None:
     """`ce`'s mean time on `task` times the cell's mean ratio to `ce` on the other tasks where both
     ran; None without such a task."""
-    here = times.get((task, "ce"))
-    ratios = [statistics.mean(values) / statistics.mean(times[(other, "ce")])
-              for (other, name), values in times.items() if name == cell and other != task and times.get((other, "ce"))]
+    here = times.get((task, BASELINE))
+    ratios = [statistics.mean(values) / statistics.mean(times[(other, BASELINE)])
+              for (other, name), values in times.items()
+              if name == cell and other != task and times.get((other, BASELINE))]
     return statistics.mean(here) * statistics.mean(ratios) if here and ratios else None
 
 

@@ -21,12 +21,11 @@ import pandas as pd
 from harness.overrides import cell_name, strategy_of
 from harness.report import ReportError, stats
 from harness.store import RunRecord
-from rewards.base import REWARDS
+from rewards.base import BASELINE, REWARDS
 from rewards.constant_reward import ConstantReward
 from tasks.base import get_task
 from tasks.metrics import mean_words
 
-BASELINE = "ce"
 ALPHA = 0.05
 MIN_SEEDS = 3  # fewer: a warning (spreads and intervals are unreliable)
 MIN_TEST_SEEDS = 2  # fewer on either side: no test, no star, no rank (nothing is known about seed variance)

@@ -62,6 +62,7 @@ from harness.environment import cpu_has_bf16, environment, package_version
 from harness.run.data import DataSource
 from harness.run.recipe import Setup, adamw, prepare, run, test
 from harness.store import Store, atomic_write
+from rewards.base import BASELINE
 from tasks.base import get_task
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H100 SXM datasheet: bf16 Tensor Core, dense (no sparsity)
@@ -245,7 +246,7 @@ def bench(task_name: str, overrides: dict[str, Any], source: DataSource, seeds: 
     task = get_task(task_name)
     base = load_grid(preset_path(preset)).settings[task.name]  # the recipe's per-task settings
     settings: TrainSettings = settings_from("bench", overrides, base)
-    cfgs = [RunConfig(task=task.name, reward="ce", seed=seed, settings=settings, data=source.describe(task))
+    cfgs = [RunConfig(task=task.name, reward=BASELINE, seed=seed, settings=settings, data=source.describe(task))
             for seed in seeds]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trainers = trainer_configs(device)
