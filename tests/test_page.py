@@ -155,7 +155,7 @@ def test_page_in_headless_chromium(chromium: Any, page_file: Path) -> None:
     assert (artifacts / "report-page.png").read_bytes().startswith(b"\x89PNG")
 
     tables = page.locator("table.sortable")
-    assert tables.count() == 8
+    assert tables.count() == 9  # every table of the report, the seed-paired sensitivity table included
     for i in range(tables.count()):
         _check_sorts(page.locator("section.table").nth(i))
 

@@ -63,6 +63,22 @@ def test_the_eta_scales_the_estimates_left_by_how_the_finished_runs_went(monkeyp
     assert without.eta() == 400.0  # 200 s per finished run x 2 left
 
 
+def test_runs_that_failed_at_once_or_ran_elsewhere_do_not_speed_up_the_eta(monkeypatch):
+    """A run that fails in a second, or that another grid ran, spent none of this grid's time on its
+    estimate: counting it as done work would make the grid look fast and the ETA read low."""
+    clock = [1000.0]
+    monkeypatch.setattr("harness.grid.progress.time.time", lambda: clock[0])
+    progress = GridProgress(4, {0: 100.0, 1: 100.0, 2: 100.0, 3: 100.0}, bars=False, started_at=1000.0)
+    clock[0] += 1.0
+    progress.finished(0, "[1/4] ner ce seed 1 (abc): failed: bad config", "failed")
+    assert progress.eta() == 300.0  # no run completed here yet: the estimates of the three left
+    progress.finished(1, "[2/4] ner ce seed 2 (def): completed by another grid on this store", "completed", here=False)
+    assert progress.eta() == 200.0
+    clock[0] += 99.0  # the third run takes its estimate
+    progress.finished(2, "[3/4] ner ce seed 3 (ghi): test f1 60.0 (99 s)", "completed")
+    assert progress.eta() == 100.0  # 100 s left x 100 s elapsed / 100 s of estimates completed here
+
+
 def test_an_unseen_cell_is_guessed_from_its_runs_on_other_tasks():
     """A strategy never run on this task is guessed from its cost relative to ce elsewhere, not
     from this task's other strategies (a run from ce's checkpoint costs a fraction of ce's)."""

@@ -84,7 +84,7 @@ def check_html(page: str) -> int:
 
 def test_every_output_format_is_written(report: tuple[Path, dict[str, Any]]) -> None:
     out, payload = report
-    tables = ["summary", "overall", "guards", "cost", "not_completed", *(f"leaderboard_{t}" for t in TASKS)]
+    tables = ["summary", "overall", "guards", "cost", "paired", "not_completed", *(f"leaderboard_{t}" for t in TASKS)]
     for name in tables:
         md = (out / f"{name}.md").read_text()
         assert md.startswith("# ") and re.search(r"(?m)^\|[-|:]+\|$", md), f"{name}.md has no table"
@@ -134,7 +134,7 @@ def test_missing_cells_are_shown_as_such_never_as_zero(report: tuple[Path, dict[
 
 
 def test_significance_ranks_and_ties(report: tuple[Path, dict[str, Any]]) -> None:
-    _, payload = report
+    out, payload = report
     by_cell = cells(payload)
     main = {"ner": "f1", "sentiment": "accuracy", "translation": "bleu_lc"}
     comparisons = {(c["task"], c["strategy"], c["baseline"]): c for c in payload["comparisons"]
@@ -150,6 +150,15 @@ def test_significance_ranks_and_ties(report: tuple[Path, dict[str, Any]]) -> Non
         assert (task, "label_smoothing", "constant_reward") not in comparisons  # not a sampling strategy
         family = [c for c in comparisons.values() if c["task"] == task and c["baseline"] == "ce"]
         assert all(c["p_holm"] >= c["p"] for c in family)
+        # the seed-paired sensitivity test beside it: same seeds, same Δ, its own Holm family
+        assert better["n_paired"] == 3 and better["delta_paired"] == pytest.approx(better["delta"])
+        assert (better["ci_low_paired"] > 0) == (better["p_paired"] < 0.05)
+        assert better["p_holm_paired"] >= better["p_paired"]
+        assert same["delta_paired"] == 0 and same["p_paired"] == 1
+        assert all(c["p_holm_paired"] >= c["p_paired"] for c in family if c["n_paired"] >= 2)
+    paired = pd.read_csv(out / "paired.csv")
+    assert set(paired["verdict_changes"]) <= {True, False} and (paired["n_paired"] >= 2).all()
+    assert len(paired) == sum(c["n_paired"] >= 2 for c in payload["comparisons"] if c["metric"] == main[c["task"]])
     overall = {row["strategy"]: row for row in payload["overall"]}
     assert payload["overall"][0]["strategy"] == "reinforce" and overall["reinforce"]["mean_rank"] == 1
     assert (overall["reinforce"]["wins"], overall["reinforce"]["losses"]) == (3, 0)

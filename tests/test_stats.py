@@ -284,6 +284,89 @@ def test_seed_aware_variance_adds_both_sources() -> None:
     assert stats.seed_aware_test(shifted, stats.Runs([0.0] * 3, np.tile(noise, (3, 1)))).example_var == pytest.approx(0)
 
 
+def _paired_grids(rng: np.random.Generator, grids: int, effect: float, counts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Grids whose seed shifts whole runs of both strategies alike (seed s of each starts from the same
+    checkpoint): a shared shift of SD 0.45 points per seed, and per run its own shift (SD 0.1) and
+    per-example noise. Returns full-set and resampled scores of both, seed-aligned."""
+    noise_sd = math.sqrt((SEED_SD ** 2 - 0.45 ** 2 - 0.1 ** 2) * N_EXAMPLES)
+    difficulty = rng.normal(70, 20, (grids, 1, N_EXAMPLES))
+    shared = rng.normal(0, 0.45, (grids, N_SEEDS, 1))
+
+    def runs(extra: float) -> np.ndarray:
+        return (difficulty + extra + shared + rng.normal(0, 0.1, (grids, N_SEEDS, 1))
+                + rng.normal(0, noise_sd, (grids, N_SEEDS, N_EXAMPLES)))
+
+    system, baseline = runs(effect), runs(0.0)
+    return system.mean(-1), system @ counts.T / N_EXAMPLES, baseline.mean(-1), baseline @ counts.T / N_EXAMPLES
+
+
+def test_seed_paired_test_holds_its_size_and_gains_power_where_seeds_are_shared() -> None:
+    """Where a seed moves both strategies alike, the paired test keeps its nominal 5% on null grids
+    (one-sided 95% Clopper-Pearson bound ≤ 6%, 4,000 grids) and finds an effect of 0.75 points (1.5
+    seed SDs) far more often than the unpaired test, which counts the shared shift as noise (on
+    these grids about 63% against 33% of the time)."""
+    indices = stats.resample_indices(N_EXAMPLES, RESAMPLES, seed=1)
+    counts, rng = _counts(indices), np.random.default_rng(7)
+    rejected = 0
+    for block in range(0, GRIDS, 500):
+        rejected += int(np.count_nonzero(stats.seed_paired(*_paired_grids(rng, 500, 0.0, counts))["p"] < 0.05))
+    upper = scipy.stats.beta.ppf(0.95, rejected + 1, GRIDS - rejected)
+    assert upper <= 0.06 and rejected / GRIDS >= 0.02, f"{rejected}/{GRIDS} null grids rejected"
+    grids = _paired_grids(rng, 500, 0.75, counts)
+    paired, unpaired = stats.seed_paired(*grids), stats.seed_aware(*grids)
+    assert np.mean(paired["p"] < 0.05) > np.mean(unpaired["p"] < 0.05) + 0.2
+    assert np.array_equal((paired["ci_low"] > 0) | (paired["ci_high"] < 0), paired["p"] < 0.05)
+
+
+def test_seed_paired_is_the_paired_t_test_without_test_set_noise() -> None:
+    """Per-seed differences 1, 2, 3 and no test-set variance: se² = var(d)/k = 1/3 on 2 degrees of
+    freedom, whatever the seeds' common level (here 50, 60, 90 on both sides)."""
+    level = np.array([50.0, 60.0, 90.0])
+    out = stats.seed_paired(level + [1.0, 2.0, 3.0], np.tile((level + [1.0, 2.0, 3.0])[:, None], 20),
+                            level, np.tile(level[:, None], 20))
+    assert float(out["delta"]) == 2.0 and float(out["seed_var"]) == pytest.approx(1 / 3)
+    assert float(out["example_var"]) == 0 and float(out["df"]) == pytest.approx(2.0)
+    assert float(out["p"]) == pytest.approx(scipy.stats.ttest_rel(level + [1.0, 2.0, 3.0], level).pvalue)
+    unpaired = stats.seed_aware(level + [1.0, 2.0, 3.0], np.tile((level + [1.0, 2.0, 3.0])[:, None], 20),
+                                level, np.tile(level[:, None], 20))
+    assert float(unpaired["p"]) > 0.9  # the seeds' common level swamps the unpaired test
+
+
+def test_the_same_difference_on_every_seed_is_not_certain() -> None:
+    """A strategy that gets one more test example wrong than its baseline on every seed (a different
+    one each time) has s²_d = 0; the test-set variance of that one example is still counted, so the
+    paired test does not call a −1 point difference on 100 examples certain."""
+    indices = stats.resample_indices(100, 500, seed=3)
+    counts = _counts(indices)
+    correct = np.ones((3, 100))
+    worse = correct.copy()
+    worse[[0, 1, 2], [5, 40, 77]] = 0.0
+    out = stats.seed_paired(100 * worse.mean(-1), 100 * worse @ counts.T / 100,
+                            100 * correct.mean(-1), 100 * correct @ counts.T / 100)
+    assert float(out["delta"]) == pytest.approx(-1.0) and float(out["seed_var"]) == 0
+    assert float(out["example_var"]) > 0 and float(out["p"]) > 0.05
+
+
+def test_seed_paired_test_pairs_runs_by_seed_not_by_position() -> None:
+    """Runs are paired by their seed ids, in any stored order, on the seeds both ran; fewer than two
+    shared seeds give no paired test."""
+    rng = np.random.default_rng(1)
+    resampled = rng.normal(0, 0.1, (3, 30))
+    system = stats.Runs([71.0, 62.0, 93.0], resampled + [[71.0], [62.0], [93.0]], ids=(1, 2, 3))
+    ce = stats.Runs([70.0, 60.0, 90.0], np.zeros((3, 30)) + [[70.0], [60.0], [90.0]], ids=(1, 2, 3))
+    shuffled = stats.Runs(system.scores[[2, 0, 1]], system.resampled[[2, 0, 1]], ids=(3, 1, 2))
+    first, second = stats.seed_aware_test(system, ce).paired, stats.seed_aware_test(shuffled, ce).paired
+    assert first is not None and second is not None
+    assert (first.delta, first.p_value) == pytest.approx((second.delta, second.p_value)) and first.delta == 2.0
+    extra = stats.Runs([80.0, 71.0, 62.0, 93.0], np.vstack([resampled[:1], system.resampled]), ids=(4, 1, 2, 3))
+    assert stats.seed_paired_test(extra, ce).delta == pytest.approx(2.0)  # seed 4 has no partner
+    lone = stats.Runs([71.0, 80.0], resampled[:2], ids=(1, 5))
+    assert stats.seed_paired_test(lone, ce) is None and stats.seed_aware_test(lone, ce).paired is None
+    assert stats.seed_paired_test(stats.Runs([1.0, 2.0], np.zeros((2, 3))), ce) is None  # seeds not known
+    with pytest.raises(ValueError, match="one distinct seed id per run"):
+        stats.Runs([1.0, 2.0], np.zeros((2, 3)), ids=(1, 1))
+
+
 # ---- the overall aggregate under the null ----------------------------------------------------------
 
 def test_overall_aggregate_is_centred_on_zero_for_a_null_strategy() -> None:

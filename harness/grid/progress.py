@@ -149,11 +149,14 @@ class GridProgress:
             self._runs[token] = tqdm(total=0, desc=f"{label}: running since {since}", leave=False,
                                      dynamic_ncols=True, bar_format="  {desc}")
 
-    def finished(self, token: int, line: str, status: str) -> None:
-        """A run ended with `status` (completed, failed, refused; also one another grid ran)."""
+    def finished(self, token: int, line: str, status: str, here: bool = True) -> None:
+        """A run ended with `status` (completed, failed, refused); `here` False: another grid ran it.
+        Only a run completed here counts towards the ETA's pace: one that failed (often at once) or
+        that another grid ran took little or none of this grid's time for its estimate."""
         self.done += 1
         self.failed += status == "failed"
-        self.done_estimated += self.estimates.pop(token, 0.0)
+        estimated = self.estimates.pop(token, 0.0)
+        self.done_estimated += estimated if status == "completed" and here else 0.0
         bar = self._runs.pop(token, None)
         if bar is not None:
             bar.close()
@@ -173,15 +176,14 @@ class GridProgress:
         self._logging.close()
 
     def eta(self) -> float:
-        """Seconds left: the estimates of the runs left, times the elapsed time over the finished
-        runs' estimates once one has finished; without estimates for every run left, the elapsed
-        time per finished run times the runs left."""
+        """Seconds left: the estimates of the runs left, times the elapsed time over the estimates of
+        the runs completed here once one has; before that, the estimates. Without estimates for every
+        run left: the elapsed time per finished run times the runs left."""
         left = self.total - self.done
-        if not self.done:
-            return sum(self.estimates.values())
         elapsed = time.time() - self.started_at
-        if self.done_estimated > 0 and len(self.estimates) == left:
-            return sum(self.estimates.values()) * elapsed / self.done_estimated
+        if len(self.estimates) == left or not self.done:
+            pace = elapsed / self.done_estimated if self.done_estimated > 0 else 1.0
+            return sum(self.estimates.values()) * pace
         return elapsed / self.done * left
 
     def summary(self) -> str:

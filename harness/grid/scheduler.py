@@ -126,12 +126,13 @@ def schedule(runs: Sequence[tuple[str, RunConfig]], backend: Backend, store: Sto
     elsewhere: list[tuple[int, tuple[str, RunConfig]]] = []  # claimed by another grid
     tally = Tally(len(runs))
 
-    def finish(token: int, label: str, cfg: RunConfig, status: str, line: str, why: str = "") -> None:
+    def finish(token: int, label: str, cfg: RunConfig, status: str, line: str, why: str = "",
+               here: bool = True) -> None:
         tally.add(label, status, why)
         unfinished.discard(cfg.run_hash())
         if status != "completed":
             broken.add(cfg.run_hash())
-        progress.finished(token, line, status)
+        progress.finished(token, line, status, here)
 
     try:
         with backend, Heartbeat() as heartbeat:
@@ -195,7 +196,8 @@ def _look_elsewhere(elsewhere: list[tuple[int, tuple[str, RunConfig]]], store: S
         record = store.record(cfg.task, cfg.reward, cfg.run_hash())
         if record is not None:
             elsewhere.remove(item)
-            finish(token, label, cfg, record.status, f"{label}: {record.status} by another grid on this store", record.why)
+            finish(token, label, cfg, record.status, f"{label}: {record.status} by another grid on this store", record.why,
+                   here=False)
         elif store.claim_free(cfg.run_hash()):
             elsewhere.remove(item)
             back.append(item)

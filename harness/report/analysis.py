@@ -80,7 +80,9 @@ class Analysis:
     cells: pd.DataFrame  # task, strategy, metric, status, n, n_failed, n_refused, mean, std, ci_low, ci_high, rank, why
     test_means: pd.DataFrame  # task, strategy, metric, mean, std, n: every test metric of completed cells
     comparisons: pd.DataFrame  # task, metric, main, strategy, baseline, n, n_baseline, delta, ci_low, ci_high, se,
-    #                            df, p, p_holm, significant, testable, effect, seed_sd, p_run, lower_is_better
+    #                            df, p, p_holm, significant, testable, effect, seed_sd, p_run, n_paired,
+    #                            delta_paired, ci_low_paired, ci_high_paired, p_paired, p_holm_paired (the seed-
+    #                            paired sensitivity test, on the seeds both ran), lower_is_better
     overall: pd.DataFrame  # strategy, mean_rank, tasks_ranked, tasks_scored, wins, ties, losses, tasks_tested,
     #                        mean_effect, tasks_effect
     guards: pd.DataFrame  # task, strategy, mean_length, repetition, empty_share, *SAMPLING_TERMS (final evaluation),
@@ -285,16 +287,25 @@ def _task_runs(task: str, metric: str, groups: dict[tuple[str, str], list[RunRec
         resampled = [stats.resampled_metrics(statistics_of(r), aggregate,
                                              [metric, *(CALIBRATION if has_calibration(r) else ())], indices)
                      for r in runs]
-        out[metric][strategy] = stats.Runs([r.test[metric] for r in runs], [x[metric] for x in resampled])
+        out[metric][strategy] = stats.Runs([r.test[metric] for r in runs], [x[metric] for x in resampled],
+                                           _seed_ids(runs))
         for m in CALIBRATION:
             have = [(r, x) for r, x in zip(runs, resampled) if m in x]
             if have:
-                out[m][strategy] = stats.Runs([r.test[m] for r, _ in have], [x[m] for _, x in have])
+                out[m][strategy] = stats.Runs([r.test[m] for r, _ in have], [x[m] for _, x in have],
+                                              _seed_ids([r for r, _ in have]))
     return dict(out)
+
+
+def _seed_ids(runs: list[RunRecord]) -> tuple[int, ...]:
+    """The runs' seeds, for the seed-paired test; none when a seed repeats (records mixed by `allow_mixed`)."""
+    ids = tuple(r.seed for r in runs)
+    return ids if len(set(ids)) == len(ids) else ()
 
 
 _COMPARISON_COLUMNS = ["task", "metric", "main", "strategy", "baseline", "n", "n_baseline", "delta", "ci_low",
                        "ci_high", "se", "df", "p", "p_holm", "significant", "testable", "effect", "seed_sd", "p_run",
+                       "n_paired", "delta_paired", "ci_low_paired", "ci_high_paired", "p_paired", "p_holm_paired",
                        "lower_is_better"]
 
 
@@ -303,7 +314,9 @@ def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict
     """Seed-aware tests on the same task: every strategy against `ce` on the main metric and on each
     calibration metric, and against each control present (main metric) the strategies it applies
     to. Holm-adjusted within each (task, metric, baseline) family of the comparisons that can be
-    tested (both sides with at least `MIN_TEST_SEEDS` seeds)."""
+    tested (both sides with at least `MIN_TEST_SEEDS` seeds). Beside each, the seed-paired test
+    (`stats.seed_paired_test`), Holm-adjusted within the same family: a sensitivity analysis that
+    the stars, ranks and wins do not use."""
     applies = {c.name: c.applies for c in CONTROLS}
     rows = []
     for task, by_metric in runs.items():
@@ -317,6 +330,9 @@ def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict
                 tests = {s: stats.seed_aware_test(by_strategy[s], by_strategy[baseline]) for s in family}
                 testable = [s for s in family if not math.isnan(tests[s].p_value)]
                 adjusted = dict(zip(testable, stats.holm([tests[s].p_value for s in testable])))
+                paired = {s: tests[s].paired for s in family
+                          if tests[s].paired is not None and not math.isnan(tests[s].paired.p_value)}
+                adjusted_paired = dict(zip(paired, stats.holm([c.p_value for c in paired.values()])))
                 for strategy in family:
                     test, a, b = tests[strategy], by_strategy[strategy], by_strategy[baseline]
                     p_holm = float(adjusted.get(strategy, math.nan))
@@ -325,8 +341,22 @@ def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict
                                  "ci_low": test.ci_low, "ci_high": test.ci_high, "se": test.se, "df": test.df,
                                  "p": test.p_value, "p_holm": p_holm, "significant": bool(p_holm < ALPHA),
                                  "testable": strategy in adjusted, "effect": test.effect, "seed_sd": _pooled_sd(a, b),
-                                 "p_run": test.p_run, "lower_is_better": metric in CALIBRATION})
+                                 "p_run": test.p_run,
+                                 **_paired_columns(a, b, paired.get(strategy), adjusted_paired.get(strategy)),
+                                 "lower_is_better": metric in CALIBRATION})
     return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
+
+
+def _paired_columns(a: stats.Runs, b: stats.Runs, test: stats.Comparison | None,
+                    p_holm: float | None) -> dict[str, float]:
+    """The seed-paired sensitivity test's columns: the seeds both sides ran, and NaN numbers where
+    they share fewer than two."""
+    n = len(set(a.ids) & set(b.ids))
+    if test is None:
+        return {"n_paired": n, **dict.fromkeys(("delta_paired", "ci_low_paired", "ci_high_paired", "p_paired",
+                                               "p_holm_paired"), math.nan)}
+    return {"n_paired": n, "delta_paired": test.delta, "ci_low_paired": test.ci_low, "ci_high_paired": test.ci_high,
+            "p_paired": test.p_value, "p_holm_paired": math.nan if p_holm is None else float(p_holm)}
 
 
 def _pooled_sd(a: stats.Runs, b: stats.Runs) -> float:

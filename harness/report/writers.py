@@ -313,6 +313,8 @@ def _html_page(report: Report, figures: dict[str, Path]) -> str:
                                         for f in figure(f"{plot}_{task}"))]))
     sections += [html.Section("guards", "Guard metrics", [table("guards")]),
                  html.Section("cost", "Cost", [table("cost"), *figure("cost")])]
+    if len(report.table("paired").display):
+        sections.append(html.Section("paired", "Seed-paired sensitivity", [table("paired")]))
     if len(report.table("not_completed").display):
         sections.append(html.Section("not-completed", "Not completed", [table("not_completed")]))
     sections += [html.Section("methods", "Methods", bullets=report.methods),
