@@ -341,9 +341,10 @@ def test_the_same_difference_on_every_seed_is_not_certain() -> None:
     correct = np.ones((3, 100))
     worse = correct.copy()
     worse[[0, 1, 2], [5, 40, 77]] = 0.0
-    out = stats.seed_paired(100 * worse.mean(-1), 100 * worse @ counts.T / 100,
-                            100 * correct.mean(-1), 100 * correct @ counts.T / 100)
-    assert float(out["delta"]) == pytest.approx(-1.0) and float(out["seed_var"]) == 0
+    level = np.array([[0.1], [0.3], [0.7]])  # seeds' common offsets: d_s equal only up to rounding
+    out = stats.seed_paired(100 * worse.mean(-1) + level[:, 0], 100 * worse @ counts.T / 100 + level,
+                            100 * correct.mean(-1) + level[:, 0], 100 * correct @ counts.T / 100 + level)
+    assert float(out["delta"]) == pytest.approx(-1.0) and float(out["seed_var"]) == pytest.approx(0, abs=1e-20)
     assert float(out["example_var"]) > 0 and float(out["p"]) > 0.05
 
 

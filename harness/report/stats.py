@@ -345,7 +345,8 @@ def seed_paired(system_scores: np.ndarray, system_resampled: np.ndarray, baselin
     if k < 2:
         return _no_test(delta)
     seed_var = d.var(-1, ddof=1) / k
-    example_var = np.maximum(0.0, rd.mean(-2).var(-1, ddof=1) - np.where(seed_var > 0, _within(rd), 0.0))
+    counted = seed_var > 1e-12 * (1.0 + np.abs(delta)) ** 2  # s²_d = 0 up to rounding: it counts no run noise
+    example_var = np.maximum(0.0, rd.mean(-2).var(-1, ddof=1) - np.where(counted, _within(rd), 0.0))
     return _t_test(delta, [(seed_var, k - 1)], example_var, confidence, df=k - 1)
 
 
