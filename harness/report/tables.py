@@ -409,7 +409,8 @@ def methods(a: Analysis) -> list[str]:
         "against seed s of the baseline, on the seeds both ran: se² = s²_d/k, the variance of the per-seed "
         "differences d_s over k (a paired t-test, Student 1908), plus the test-set part computed as above on the "
         "per-seed differences of the resampled scores; Student's t with k − 1 degrees of freedom (not the "
-        "Satterthwaite value: at 3 seeds that made it liberal in simulation, 5.95% of null grids at 5%), "
+        "Satterthwaite value: at 3 seeds that made it liberal in simulation, 5.95% of null grids at 5% "
+        "against 3.5% with k − 1), "
         "Holm-adjusted within the same families. It gains where the seeds move both strategies together and "
         "loses degrees of freedom otherwise; the stars, ranks and wins use the unpaired test.",
         "g: Hedges' g over seeds (Hedges 1981), Δ divided by the pooled seed-to-seed standard deviation "
