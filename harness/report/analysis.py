@@ -328,11 +328,8 @@ def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict
                 family = [s for s in by_strategy if s != baseline
                           and (baseline == BASELINE or applies[baseline](s, groups[(task, s)]))]
                 tests = {s: stats.seed_aware_test(by_strategy[s], by_strategy[baseline]) for s in family}
-                testable = [s for s in family if not math.isnan(tests[s].p_value)]
-                adjusted = dict(zip(testable, stats.holm([tests[s].p_value for s in testable])))
-                paired = {s: tests[s].paired for s in family
-                          if tests[s].paired is not None and not math.isnan(tests[s].paired.p_value)}
-                adjusted_paired = dict(zip(paired, stats.holm([c.p_value for c in paired.values()])))
+                adjusted = _holm_adjusted(tests)
+                adjusted_paired = _holm_adjusted({s: test.paired for s, test in tests.items()})
                 for strategy in family:
                     test, a, b = tests[strategy], by_strategy[strategy], by_strategy[baseline]
                     p_holm = float(adjusted.get(strategy, math.nan))
@@ -342,9 +339,16 @@ def _comparisons(runs: dict[str, dict[str, dict[str, stats.Runs]]], groups: dict
                                  "p": test.p_value, "p_holm": p_holm, "significant": bool(p_holm < ALPHA),
                                  "testable": strategy in adjusted, "effect": test.effect, "seed_sd": _pooled_sd(a, b),
                                  "p_run": test.p_run,
-                                 **_paired_columns(a, b, paired.get(strategy), adjusted_paired.get(strategy)),
+                                 **_paired_columns(a, b, test.paired, adjusted_paired.get(strategy)),
                                  "lower_is_better": metric in CALIBRATION})
     return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
+
+
+def _holm_adjusted(tests: Mapping[str, stats.Comparison | None]) -> dict[str, float]:
+    """Holm-adjusted p-values of one family, by strategy, over the tests that have a p-value (both
+    sides with enough seeds); the others are left out."""
+    testable = [s for s, test in tests.items() if test is not None and not math.isnan(test.p_value)]
+    return dict(zip(testable, (float(p) for p in stats.holm([tests[s].p_value for s in testable]))))
 
 
 def _paired_columns(a: stats.Runs, b: stats.Runs, test: stats.Comparison | None,

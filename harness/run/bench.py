@@ -407,19 +407,20 @@ def main(task: str, overrides: dict[str, Any], data_dir: Path | None, peak_tflop
          systems: tuple[str, ...] = ()) -> dict[str, Any]:
     """The `bench` command: runs, prints the table, optionally writes the figures as JSON."""
     peak_tflops = peak_tflops or H100_BF16_DENSE_TFLOPS
-    journal = journal_path(json_path) if json_path is not None else None
     result = {"command": command_line(task, overrides, data_dir, peak_tflops, repeats, seeds, preset, systems),
               **bench(task, overrides, DataSource(data_dir=data_dir), seeds=seeds, peak_tflops=peak_tflops,
-                      repeats=repeats, preset=preset, systems=systems, journal=journal)}
+                      repeats=repeats, preset=preset, systems=systems,
+                      journal=journal_path(json_path) if json_path is not None else None)}
     print(table(result))
-    if json_path is not None and journal is not None:
-        finish(result, json_path, journal)
+    if json_path is not None:
+        finish(result, json_path)
     return result
 
 
-def finish(result: dict[str, Any], json_path: Path, journal: Path) -> None:
-    """Writes the result atomically, then removes the journal, unless it holds measurements this
+def finish(result: dict[str, Any], json_path: Path) -> None:
+    """Writes the result atomically, then removes its journal, unless it holds measurements this
     bench did not use (other seeds or repeats), which stay for the bench that will."""
+    journal = journal_path(json_path)
     atomic_write(json_path, lambda fh: fh.write(json.dumps(result, indent=1).encode()))
     if result["journal_unused"]:
         print(f"bench: {journal} kept: it holds {result['journal_unused']} measurement(s) this bench did not use")
